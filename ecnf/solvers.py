@@ -1,0 +1,242 @@
+r"""ODE samplers for velocity fields: fixed-step Runge-Kutta methods and adaptive torchdiffeq.
+
+A velocity field is any callable ``velocity(x, t) -> v`` with ``x`` of shape ``(B, *dims)``
+and ``t`` of shape ``(B,)``. Sampling a flow matching model integrates
+
+.. math:: \frac{dx}{dt} = v_\theta(x, t), \qquad x(0) = x_0 \sim p_0
+
+from :math:`t = 0` (noise) to :math:`t = 1` (data). Integrating from 1 to 0 runs the flow
+backwards (data to noise), as the likelihood computation does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_finite, check_positive_int
+
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "FIXED_METHODS",
+    "METHODS",
+    "ODESolution",
+    "integrate",
+    "nfe_per_step",
+    "time_grid",
+]
+
+Velocity = Callable[[Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, float, Tensor], None]
+
+#: Fixed-step methods implemented here, with their number of velocity evaluations per step.
+FIXED_METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+#: Adaptive methods delegated to torchdiffeq (embedded Runge-Kutta pairs).
+ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+METHODS: tuple[str, ...] = (*FIXED_METHODS, *ADAPTIVE_METHODS)
+
+
+@dataclass
+class ODESolution:
+    """Result of :func:`integrate`.
+
+    Attributes:
+        x: final state, shape ``(B, *dims)``.
+        nfe: number of velocity evaluations actually spent.
+        times: the time grid, shape ``(T,)`` (for adaptive methods, the output times).
+        trajectory: states at ``times``, shape ``(T, B, *dims)``, or ``None`` when not
+            requested.
+    """
+
+    x: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: Tensor | None = None
+
+
+def nfe_per_step(method: str) -> int:
+    """Velocity evaluations per step of a fixed-step ``method`` (1 for Euler, 4 for RK4)."""
+    check_choice("method", method, FIXED_METHODS)
+    return FIXED_METHODS[method]
+
+
+def time_grid(
+    steps: int,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """A uniform grid of ``steps + 1`` times from ``t0`` to ``t1`` (either direction).
+
+    Example:
+        >>> time_grid(4)
+        tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000])
+    """
+    check_positive_int("steps", steps)
+    return torch.linspace(t0, t1, steps + 1, device=device, dtype=dtype)
+
+
+def _check_times(times: Tensor | Sequence[float], x0: Tensor) -> Tensor:
+    times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+    if times.ndim != 1 or times.numel() < 2:
+        raise ValueError(
+            f"times must be a 1-D grid of at least 2 times, got shape {tuple(times.shape)}"
+        )
+    check_finite("times", times)
+    diffs = times.diff()
+    if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
+        raise ValueError("times must be strictly increasing or strictly decreasing")
+    return times
+
+
+def integrate(
+    velocity: Velocity,
+    x0: Tensor,
+    *,
+    method: str = "rk4",
+    steps: int | None = None,
+    times: Tensor | Sequence[float] | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    return_trajectory: bool = False,
+    grad: bool = False,
+    callback: StepCallback | None = None,
+) -> ODESolution:
+    r"""Integrate :math:`dx/dt = v(x, t)` from ``x0``.
+
+    Fixed-step methods (``euler``, ``midpoint``, ``heun``, ``rk4``; orders 1, 2, 2, 4) step
+    along ``times`` or a uniform grid of ``steps`` steps from ``t0`` to ``t1``. Adaptive
+    methods (``dopri5`` and the other embedded pairs of torchdiffeq) choose their own steps
+    to meet ``rtol``/``atol`` and report the evaluations they really used; ``times`` (or
+    ``steps``) then only sets where the trajectory is recorded.
+
+    Arguments:
+        velocity: callable ``(x, t) -> v`` with ``x`` of shape ``(B, *dims)``, ``t`` of
+            shape ``(B,)``.
+        x0: initial state, shape ``(B, *dims)``.
+        method: one of :data:`METHODS`.
+        steps: number of uniform steps (fixed-step methods; default 10 if ``times`` is None).
+        times: explicit time grid, monotone in either direction; overrides ``t0``, ``t1``.
+        t0, t1: start and end times; ``t0 > t1`` integrates backwards.
+        rtol, atol: tolerances of adaptive methods.
+        return_trajectory: also return every state on the grid.
+        grad: track gradients through the solve (off by default).
+        callback: called as ``callback(i, t, x)`` after each grid point is reached
+            (``i = 0`` for the initial state), e.g. to stream frames; for adaptive methods
+            the calls come once the solve has finished.
+
+    Returns:
+        An :class:`ODESolution` with the final state, the NFE, the grid and, on request,
+        the trajectory.
+
+    Example:
+        >>> x0 = torch.ones(3, 2)
+        >>> sol = integrate(lambda x, t: -x, x0, method="rk4", steps=20)
+        >>> torch.allclose(sol.x, x0 * torch.exp(torch.tensor(-1.0)), atol=1e-6)
+        True
+        >>> sol.nfe
+        80
+    """
+    check_choice("method", method, METHODS)
+    if not torch.is_tensor(x0) or x0.ndim < 1:
+        raise ValueError("x0 must be a tensor of shape (B, *dims)")
+    check_finite("x0", x0)
+    if times is None:
+        if steps is None:
+            steps = 10 if method in FIXED_METHODS else 1
+        check_positive_int("steps", steps)
+        times = time_grid(steps, t0, t1, device=x0.device, dtype=x0.dtype)
+    else:
+        if steps is not None:
+            raise ValueError("give either steps or times, not both")
+        times = _check_times(times, x0)
+    if method not in FIXED_METHODS:
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            if not tol > 0:
+                raise ValueError(f"{name} must be > 0, got {tol!r}")
+    with torch.set_grad_enabled(grad):
+        if method in FIXED_METHODS:
+            return _integrate_fixed(velocity, x0, times, method, return_trajectory, callback)
+        return _integrate_adaptive(
+            velocity, x0, times, method, rtol, atol, return_trajectory, callback
+        )
+
+
+def _integrate_fixed(
+    velocity: Velocity,
+    x: Tensor,
+    times: Tensor,
+    method: str,
+    return_trajectory: bool,
+    callback: StepCallback | None,
+) -> ODESolution:
+    batch = x.shape[0]
+    grid = times.tolist()  # python floats: no device sync inside the loop
+    trajectory = x.new_empty((len(grid), *x.shape)) if return_trajectory else None
+    if trajectory is not None:
+        trajectory[0] = x
+    if callback is not None:
+        callback(0, grid[0], x)
+
+    def v(y: Tensor, t: float) -> Tensor:
+        return velocity(y, y.new_full((batch,), t))
+
+    for i in range(len(grid) - 1):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        if method == "euler":
+            x = x + h * v(x, t)
+        elif method == "midpoint":
+            x = x + h * v(x + (0.5 * h) * v(x, t), t + 0.5 * h)
+        elif method == "heun":
+            k1 = v(x, t)
+            k2 = v(x + h * k1, t + h)
+            x = x + (0.5 * h) * (k1 + k2)
+        else:  # classical fourth-order Runge-Kutta
+            k1 = v(x, t)
+            k2 = v(x + (0.5 * h) * k1, t + 0.5 * h)
+            k3 = v(x + (0.5 * h) * k2, t + 0.5 * h)
+            k4 = v(x + h * k3, t + h)
+            x = x + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+        if trajectory is not None:
+            trajectory[i + 1] = x
+        if callback is not None:
+            callback(i + 1, grid[i + 1], x)
+    nfe = FIXED_METHODS[method] * (len(grid) - 1)
+    return ODESolution(x=x, nfe=nfe, times=times, trajectory=trajectory)
+
+
+def _integrate_adaptive(
+    velocity: Velocity,
+    x0: Tensor,
+    times: Tensor,
+    method: str,
+    rtol: float,
+    atol: float,
+    return_trajectory: bool,
+    callback: StepCallback | None,
+) -> ODESolution:
+    from torchdiffeq import odeint
+
+    batch = x0.shape[0]
+    nfe = 0
+
+    def func(t: Tensor, y: Tensor) -> Tensor:
+        nonlocal nfe
+        nfe += 1
+        return velocity(y, t.to(y.dtype) * y.new_ones(batch))
+
+    if not return_trajectory and callback is None:
+        times = times[[0, -1]]
+    states = odeint(func, x0, times, rtol=rtol, atol=atol, method=method)
+    if callback is not None:
+        for i, (t, x) in enumerate(zip(times.tolist(), states, strict=True)):
+            callback(i, t, x)
+    trajectory = states if return_trajectory else None
+    return ODESolution(x=states[-1], nfe=nfe, times=times, trajectory=trajectory)
