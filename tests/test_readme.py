@@ -1,0 +1,13 @@
+"""The README's Python examples run as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "the README should show the library in use"
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {"__name__": "readme"})
