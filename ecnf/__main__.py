@@ -1,0 +1,6 @@
+"""``python -m ecnf``: see :mod:`ecnf.cli`."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

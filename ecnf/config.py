@@ -1,0 +1,133 @@
+"""Training configuration: one dataclass, stored in every checkpoint, defaults from the seed paper.
+
+The seed paper trains with AdamW (learning rate 2e-4, weight decay 1e-4), batch 512 and an
+EMA of decay 0.999; those are the defaults here (the batch drops to 256 on a CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ._checks import check_choice, check_positive_int
+from .losses import LossConfig
+from .nets import MLPConfig, ModelConfig, UNetConfig, config_from_dict, config_to_dict
+
+__all__ = ["PRECISIONS", "TrainConfig", "default_model_config"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def default_model_config(shape: tuple[int, ...]) -> ModelConfig:
+    """A network that suits data of per-sample ``shape``: an MLP for vectors, a UNet for images."""
+    if len(shape) == 1:
+        return MLPConfig(data_shape=shape, width=256, depth=3)
+    if shape[-1] <= 8:  # 8x8 digits: two levels are enough
+        return UNetConfig(data_shape=shape, channels=32, channel_mult=(1, 2), attention_levels=())
+    return UNetConfig(data_shape=shape)
+
+
+@dataclass
+class TrainConfig:
+    """Everything :func:`ecnf.train.fit` needs to run, resume and reproduce a training run.
+
+    Attributes:
+        data: target data set (a 2D toy name, ``digits``, ``fashion_mnist``, ``cifar10``,
+            ``folder``).
+        source: source distribution for 2D data (a toy name); images use Gaussian noise.
+        model: network configuration; a default for the data's shape when ``None``.
+        loss: objective (see :class:`ecnf.losses.LossConfig`).
+        steps: total optimisation steps.
+        batch_size: global batch; 512 on a GPU and 256 on a CPU when ``None``.
+        lr, weight_decay, betas: AdamW settings (seed paper: 2e-4, 1e-4).
+        ema_decay: EMA decay (seed paper eq. 10: 0.999).
+        grad_clip: maximum gradient norm (``None`` disables clipping).
+        warmup_steps: linear learning-rate warmup.
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``,
+            ``fp16``.
+        seed: seeds data order, noise, times and initialisation.
+        out_dir: where checkpoints and logs go.
+        checkpoint_every, log_every, sample_every: intervals in steps (0 disables previews).
+        num_preview: samples drawn for each preview.
+        data_root: folder holding image data sets; ``download`` fetches them when online.
+        flip: random horizontal flips of images.
+        image_size, channels: for ``folder`` data.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+        teacher: checkpoint whose samples reflow trains on (``loss.name == "reflow"``).
+        teacher_method, teacher_steps: solver used to generate the teacher's samples.
+        max_loss: a loss above this (or NaN/inf) stops the run as diverged.
+    """
+
+    data: str = "moons"
+    source: str = "gaussian"
+    model: ModelConfig | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    steps: int = 2000
+    batch_size: int | None = None
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    warmup_steps: int = 0
+    precision: str = "auto"
+    seed: int = 0
+    out_dir: str = "runs/run"
+    checkpoint_every: int = 500
+    log_every: int = 25
+    sample_every: int = 0
+    num_preview: int = 64
+    data_root: str | None = None
+    download: bool = False
+    flip: bool = False
+    image_size: int | None = None
+    channels: int | None = None
+    device: str = "auto"
+    teacher: str | None = None
+    teacher_method: str = "rk4"
+    teacher_steps: int = 20
+    max_loss: float = 1e4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig(**self.loss)
+        if isinstance(self.model, dict):
+            self.model = config_from_dict(self.model)
+        self.betas = tuple(self.betas)
+        check_positive_int("steps", self.steps)
+        if self.batch_size is not None:
+            check_positive_int("batch_size", self.batch_size)
+        for name in ("checkpoint_every", "log_every", "num_preview", "teacher_steps"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("sample_every", "warmup_steps", "seed"):
+            check_positive_int(name, getattr(self, name), minimum=0)
+        for name in ("lr", "max_loss"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.loss.name == "reflow" and not self.teacher:
+            raise ValueError("loss 'reflow' needs teacher=<checkpoint> to generate its pairs")
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["loss"] = asdict(self.loss)
+        out["model"] = None if self.model is None else config_to_dict(self.model)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> TrainConfig:
+        return replace(self, **changes)

@@ -1,0 +1,32 @@
+"""Run by test_train.py under torchrun: trains 6 steps with DDP and dumps each rank's weights."""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from ecnf.config import TrainConfig
+from ecnf.nets import MLPConfig
+from ecnf.train import fit
+
+
+def main(out: Path) -> None:
+    cfg = TrainConfig(
+        data="moons",
+        model=MLPConfig(data_shape=(2,), width=16, depth=2),
+        steps=6,
+        batch_size=32,
+        log_every=2,
+        checkpoint_every=3,
+        out_dir=str(out),
+        device="cpu",
+    )
+    result = fit(cfg)
+    rank = int(os.environ["RANK"])
+    torch.save({n: p.detach() for n, p in result.model.named_parameters()}, out / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

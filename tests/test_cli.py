@@ -1,0 +1,146 @@
+"""The command line end to end on tiny runs, and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ecnf.cli import main
+
+TRAIN = [
+    "train",
+    "--data",
+    "moons",
+    "--width",
+    "32",
+    "--depth",
+    "2",
+    "--steps",
+    "30",
+    "--batch-size",
+    "64",
+    "--lr",
+    "2e-3",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "moons"
+    assert main([*TRAIN, "--loss", "otcfm", "--out", str(out)]) == 0
+    return out / "checkpoint.safetensors"
+
+
+def test_sample_writes_arrays_figures_and_gif(ckpt, tmp_path, capsys):
+    prefix = tmp_path / "s"
+    assert (
+        main(
+            [
+                "sample",
+                str(ckpt),
+                "--solver",
+                "rk4",
+                "--steps",
+                "5",
+                "-n",
+                "50",
+                "--out",
+                str(prefix),
+                "--gif",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert "NFE 20" in capsys.readouterr().out
+    data = np.load(prefix.with_suffix(".npz"))
+    assert data["samples"].shape == (50, 2) and int(data["nfe"]) == 20
+    assert data["trajectory"].shape == (6, 50, 2)
+    assert prefix.with_suffix(".png").stat().st_size > 0
+    assert prefix.with_suffix(".gif").read_bytes()[:3] == b"GIF"
+
+
+def test_eval_reports_w2_with_floor(ckpt, capsys):
+    assert main(["eval", str(ckpt), "-n", "300", "--steps", "4", "--json", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["nfe"] == 16 and res["num_samples"] == 300
+    assert res["w2_data_vs_data"] < res["w2"]  # a 30-step model is worse than fresh data
+    assert np.isfinite(res["mmd2"])
+
+
+def test_likelihood_prints_nll(ckpt, capsys):
+    assert main(["likelihood", str(ckpt), "-n", "20", "--steps", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NLL ") and "exact divergence" in out
+
+
+def test_adaptive_solver_reports_nfe(ckpt, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "sample",
+                str(ckpt),
+                "--solver",
+                "dopri5",
+                "-n",
+                "8",
+                "--out",
+                str(tmp_path / "a"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert int(np.load(tmp_path / "a.npz")["nfe"]) > 0
+
+
+def test_resume_from_cli(tmp_path):
+    out = tmp_path / "r"
+    assert main([*TRAIN, "--steps", "10", "--out", str(out)]) == 0
+    assert main([*TRAIN, "--steps", "14", "--out", str(out), "--resume"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 14
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--steps", "0", "--out", "{tmp}/x"], "steps must be"),
+        (["train", "--data", "mnist", "--out", "{tmp}/x"], "dataset"),
+        (["train", "--model", "unet", "--width", "8", "--out", "{tmp}/x"], "--width"),
+        (["train", "--resume", "--out", "{tmp}/none"], "cannot resume"),
+        (["sample", "{tmp}/missing.safetensors"], "missing.safetensors"),
+        (["sample", "{tmp}/junk.safetensors"], "junk.safetensors"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, capsys, argv, message):
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_unknown_solver_is_rejected_by_argparse(ckpt, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", str(ckpt), "--solver", "leapfrog"])
+    assert exc.value.code == 2
+    assert "leapfrog" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "likelihood", "eval"])
+def test_help(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "ecnf", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "usage: python -m ecnf" in out.stdout

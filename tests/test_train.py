@@ -1,0 +1,270 @@
+"""Training: exact resume, NaN guard, logs and previews, refusal to overwrite, reflow, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ecnf.train as train_mod
+from ecnf.callbacks import Callback
+from ecnf.checkpoint import read_checkpoint
+from ecnf.config import TrainConfig
+from ecnf.data import sample_toy
+from ecnf.losses import LossConfig
+from ecnf.metrics import wasserstein2
+from ecnf.nets import MLPConfig, UNetConfig
+from ecnf.solvers import integrate
+from ecnf.train import TrainingDiverged, fit
+
+
+class StopAt(Callback):
+    def __init__(self, step):
+        self.step, self.seen = step, 0
+
+    def on_log(self, record):
+        self.seen = record["step"]
+
+    def should_stop(self):
+        return self.seen >= self.step
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events, self.previews = [], []
+
+    def on_start(self, step, total):
+        self.events.append(("start", step, total))
+
+    def on_log(self, record):
+        self.events.append(("log", record))
+
+    def on_preview(self, step, samples):
+        self.previews.append((step, samples))
+
+    def on_end(self, step, reason):
+        self.events.append(("end", step, reason))
+
+
+def tiny(tmp_path, **kw):
+    base = {
+        "data": "moons",
+        "model": MLPConfig(data_shape=(2,), width=32, depth=2),
+        "steps": 20,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "log_every": 2,
+        "checkpoint_every": 10,
+        "out_dir": str(tmp_path / "run"),
+        "device": "cpu",
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def state_of(result):
+    return [p.detach().clone() for p in result.model.parameters()] + [
+        p.detach().clone() for p in result.ema.model.parameters()
+    ]
+
+
+CASES = {
+    "fm": {},
+    "consistency": {"loss": LossConfig("consistency", dt=0.05, fm_weight=0.5, coupling="ot")},
+    "digits-unet": {
+        "data": "digits",
+        "model": UNetConfig(
+            data_shape=(1, 8, 8), channels=8, channel_mult=(1, 2), attention_levels=(), dropout=0.1
+        ),
+        "batch_size": 16,
+        "flip": True,
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_is_exact(tmp_path, case):
+    full = fit(tiny(tmp_path / "a", **CASES[case]))
+    assert full.reason == "completed" and full.step == 20
+
+    cfg = tiny(tmp_path / "b", **CASES[case])
+    part = fit(cfg, [StopAt(8)])
+    assert part.reason == "stopped" and part.step == 8
+    assert read_checkpoint(part.checkpoint).train_state["step"] == 8
+    resumed = fit(cfg, resume=True)
+    assert resumed.step == 20
+    for a, b in zip(state_of(full), state_of(resumed), strict=True):
+        assert torch.equal(a, b)
+    ck_a, ck_b = read_checkpoint(full.checkpoint), read_checkpoint(resumed.checkpoint)
+    for k, v in ck_a.optimizer_state["state"][0].items():
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(ck_b.optimizer_state["state"][0][k]))
+    # the log of the resumed run holds the same losses as the uninterrupted one
+    log_a = [
+        json.loads(x)
+        for x in (Path(cfg.out_dir).parent.parent / "a/run/metrics.jsonl").read_text().splitlines()
+    ]
+    log_b = [json.loads(x) for x in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_a] == [r["step"] for r in log_b]
+    assert [r["loss"] for r in log_a] == pytest.approx([r["loss"] for r in log_b], rel=1e-6)
+
+
+def test_training_can_be_extended(tmp_path):
+    cfg = tiny(tmp_path, steps=10)
+    fit(cfg)
+    longer = fit(cfg.replace(steps=16), resume=True)
+    assert longer.step == 16
+    meta = read_checkpoint(longer.checkpoint).metadata
+    assert meta["steps"] == 16 and meta["status"] == "completed"
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)
+    real = train_mod.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 13:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 13.*last good checkpoint"):
+        fit(cfg)
+    ck = read_checkpoint(Path(cfg.out_dir) / "checkpoint.safetensors")
+    assert ck.train_state["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ck.model_state.values())
+
+
+def test_exploding_loss_stops(tmp_path):
+    with pytest.raises(TrainingDiverged, match="loss"):
+        fit(tiny(tmp_path, max_loss=1e-9))
+
+
+def test_refuses_to_overwrite_and_resume_needs_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, steps=2)
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit(cfg, resume=True)
+    fit(cfg)
+    with pytest.raises(ValueError, match="already exists"):
+        fit(cfg)
+    assert fit(cfg, overwrite=True).step == 2
+
+
+def test_callbacks_logs_and_previews(tmp_path):
+    rec = Recorder()
+    cfg = tiny(tmp_path, steps=6, sample_every=3, num_preview=10)
+    fit(cfg, [rec])
+    kinds = [e[0] for e in rec.events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and rec.events[-1][2] == "completed"
+    logs = [e[1] for e in rec.events if e[0] == "log"]
+    assert [r["step"] for r in logs] == [2, 4, 6]
+    for key in ("loss", "lr", "grad_norm", "steps_per_s", "samples_per_s", "eta_s", "elapsed_s"):
+        assert all(key in r for r in logs)
+    assert logs[-1]["eta_s"] == 0
+    assert [s for s, _ in rec.previews] == [3, 6]
+    assert rec.previews[0][1].shape == (10, 2)
+    lines = (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [2, 4, 6]
+
+
+def test_warmup_schedule(tmp_path):
+    rec = Recorder()
+    fit(tiny(tmp_path, steps=8, warmup_steps=8), [rec])
+    lrs = [e[1]["lr"] for e in rec.events if e[0] == "log"]
+    assert lrs == pytest.approx([1e-3 * s / 8 for s in (2, 4, 6, 8)])
+
+
+def test_otcfm_learns_moons(tmp_path):
+    cfg = tiny(
+        tmp_path,
+        steps=400,
+        batch_size=128,
+        lr=3e-3,
+        ema_decay=0.99,
+        loss=LossConfig("otcfm"),
+        model=MLPConfig(data_shape=(2,), width=64, depth=3),
+    )
+    result = fit(cfg)
+    x0 = torch.randn(800, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        untrained = integrate(lambda x, t: torch.zeros_like(x), x0, steps=1).x
+    samples = integrate(result.ema, x0, method="rk4", steps=10).x
+    data = sample_toy("moons", 800, generator=torch.Generator().manual_seed(1))
+    assert wasserstein2(samples, data) < 0.5 * wasserstein2(untrained, data)
+
+
+def test_reflow_trains_on_teacher_pairs(tmp_path):
+    teacher = fit(tiny(tmp_path / "t", steps=4))
+    cfg = tiny(
+        tmp_path / "r",
+        steps=4,
+        loss=LossConfig("reflow"),
+        teacher=str(teacher.checkpoint),
+        teacher_steps=2,
+    )
+    result = fit(cfg)
+    assert result.step == 4 and result.history[-1]["loss"] > 0
+
+
+def test_reflow_requires_teacher():
+    with pytest.raises(ValueError, match="teacher"):
+        TrainConfig(loss=LossConfig("reflow"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "word"),
+    [
+        ({"steps": 0}, "steps"),
+        ({"lr": -1.0}, "lr"),
+        ({"precision": "fp8"}, "precision"),
+        ({"ema_decay": 2.0}, "ema_decay"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_config(kw, word):
+    with pytest.raises(ValueError, match=word):
+        TrainConfig(**kw)
+
+
+def test_config_round_trip_through_json():
+    cfg = TrainConfig(
+        data="digits",
+        model=UNetConfig(data_shape=(1, 8, 8), channels=8, channel_mult=(1, 2)),
+        loss=LossConfig("consistency", dt=0.05),
+    )
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        str(worker),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p0, p1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert p0.keys() == p1.keys()
+    for name in p0:
+        assert torch.equal(p0[name], p1[name])  # gradients were averaged: same weights
+    ck = read_checkpoint(out / "checkpoint.safetensors")
+    assert ck.train_state["step"] == 6 and len(ck.train_state["streams"]) == 2
+    for name in p0:
+        assert torch.equal(ck.model_state[name], p0[name])
+    assert "2 x CPU" in ck.metadata["hardware"]
