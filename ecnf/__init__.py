@@ -2,13 +2,19 @@
 
 The core library: velocity networks (:mod:`ecnf.nets`), probability paths
 (:mod:`ecnf.paths`), couplings (:mod:`ecnf.couplings`), losses (:mod:`ecnf.losses`), ODE
-samplers (:mod:`ecnf.solvers`), likelihoods (:mod:`ecnf.likelihood`) and EMA
-(:mod:`ecnf.ema`). It imports no user-interface package.
+samplers (:mod:`ecnf.solvers`), likelihoods (:mod:`ecnf.likelihood`), EMA (:mod:`ecnf.ema`),
+data (:mod:`ecnf.data`), training (:mod:`ecnf.train`), checkpoints (:mod:`ecnf.checkpoint`),
+metrics (:mod:`ecnf.metrics`) and the command line (:mod:`ecnf.cli`). It imports no
+user-interface package.
 """
 
 from __future__ import annotations
 
+from .callbacks import Callback, ProgressBar, StopOnEvent
+from .checkpoint import CheckpointError, load, read_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .couplings import couple, independent_coupling, ot_assignment, ot_coupling, pairing_cost
+from .data import TOY_DATASETS, load_images, make_stream, sample_toy
 from .ema import EMA, ema_update
 from .likelihood import (
     LikelihoodResult,
@@ -29,6 +35,7 @@ from .losses import (
     ot_cfm_loss,
     reflow_loss,
 )
+from .metrics import mmd2, wasserstein2
 from .nets import (
     MLPConfig,
     ResNetConfig,
@@ -42,20 +49,29 @@ from .nets import (
 )
 from .paths import PathSample, linear_path
 from .solvers import METHODS, ODESolution, integrate, time_grid
+from .train import FitResult, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EMA",
     "METHODS",
+    "TOY_DATASETS",
+    "Callback",
+    "CheckpointError",
+    "FitResult",
     "LikelihoodResult",
     "LossConfig",
     "LossOutput",
     "MLPConfig",
     "ODESolution",
     "PathSample",
+    "ProgressBar",
     "ResNetConfig",
     "ResNetVelocity",
+    "StopOnEvent",
+    "TrainConfig",
+    "TrainingDiverged",
     "UNet",
     "UNetConfig",
     "VelocityMLP",
@@ -71,17 +87,26 @@ __all__ = [
     "divergence_exact",
     "divergence_hutchinson",
     "ema_update",
+    "fit",
     "flow_matching_loss",
     "independent_coupling",
     "integrate",
     "linear_path",
+    "load",
+    "load_images",
     "log_prob",
     "make_reflow_pairs",
+    "make_stream",
+    "mmd2",
     "ot_assignment",
     "ot_cfm_loss",
     "ot_coupling",
     "pairing_cost",
+    "read_checkpoint",
     "reflow_loss",
+    "sample_toy",
+    "save_checkpoint",
     "standard_normal_log_prob",
     "time_grid",
+    "wasserstein2",
 ]

@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (seed paper 2e-4)")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     t.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay")
+    t.add_argument("--no-ema-warmup", action="store_true", help="fixed EMA decay from step 0")
     t.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 disables)")
     t.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
     t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
@@ -120,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         "--divergence",
         default="auto",
         choices=("auto", "exact", "hutchinson"),
-        help="auto: exact up to 64 dimensions, else Hutchinson",
+        help="auto: exact up to 16 dimensions, else Hutchinson",
     )
     lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes")
     lk.add_argument("--seed", type=int, default=0)
@@ -201,6 +202,7 @@ def _train(args) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         ema_decay=args.ema_decay,
+        ema_warmup=not args.no_ema_warmup,
         grad_clip=args.grad_clip or None,
         warmup_steps=args.warmup,
         precision=args.precision,
@@ -318,7 +320,7 @@ def _likelihood(args) -> int:
         x = dequantize(x, torch.Generator().manual_seed(args.seed))
     divergence = args.divergence
     if divergence == "auto":
-        divergence = "exact" if dims <= 64 else "hutchinson"
+        divergence = "exact" if dims <= 16 else "hutchinson"
     start = time.perf_counter()
     res = log_prob(
         model,

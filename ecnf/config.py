@@ -40,6 +40,9 @@ class TrainConfig:
         batch_size: global batch; 512 on a GPU and 256 on a CPU when ``None``.
         lr, weight_decay, betas: AdamW settings (seed paper: 2e-4, 1e-4).
         ema_decay: EMA decay (seed paper eq. 10: 0.999).
+        ema_warmup: ramp the decay up as ``min(decay, (1 + n) / (10 + n))`` so that the EMA
+            of a short run is not dominated by the random initialisation (with 0.999 fixed,
+            the initial weights still hold 74% of the average after 300 steps).
         grad_clip: maximum gradient norm (``None`` disables clipping).
         warmup_steps: linear learning-rate warmup.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``,
@@ -67,6 +70,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     ema_decay: float = 0.999
+    ema_warmup: bool = True
     grad_clip: float | None = 1.0
     warmup_steps: int = 0
     precision: str = "auto"

@@ -226,7 +226,7 @@ def fit(
 
     torch.manual_seed(config.seed)  # identical initialisation on every rank
     model = build_model(model_config).to(device)
-    ema = EMA(model, decay=config.ema_decay)
+    ema = EMA(model, decay=config.ema_decay, warmup=config.ema_warmup)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
     )

@@ -172,6 +172,19 @@ def test_callbacks_logs_and_previews(tmp_path):
     assert [json.loads(x)["step"] for x in lines] == [2, 4, 6]
 
 
+def test_ema_of_a_short_run_tracks_the_model(tmp_path):
+    result = fit(tiny(tmp_path, steps=40, ema_decay=0.999))
+    assert result.ema.num_updates == 40
+    assert result.ema.current_decay() < 0.9  # the warm-up ramp is still short of 0.999
+    fixed = fit(tiny(tmp_path / "fixed", steps=40, ema_decay=0.999, ema_warmup=False))
+
+    def gap(r):
+        pairs = zip(r.model.parameters(), r.ema.model.parameters(), strict=True)
+        return sum((a - b).norm() for a, b in pairs)
+
+    assert gap(result) < 0.5 * gap(fixed)
+
+
 def test_warmup_schedule(tmp_path):
     rec = Recorder()
     fit(tiny(tmp_path, steps=8, warmup_steps=8), [rec])
