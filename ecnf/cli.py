@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=int, help="hidden width (mlp, resnet)")
     t.add_argument("--depth", type=int, help="hidden layers (mlp) or blocks (resnet)")
     t.add_argument("--channels", type=int, help="base channels (unet)")
+    t.add_argument("--channel-mult", help="unet channel multipliers per level, e.g. 1,2,2")
+    t.add_argument("--attention", help="unet levels with attention, e.g. 1 (16x16) or '' (none)")
+    t.add_argument("--res-blocks", type=int, help="unet residual blocks per level")
     t.add_argument("--activation", choices=ACTIVATIONS, help="activation (mlp, resnet)")
     t.add_argument("--time-embedding", choices=TIME_EMBEDDINGS, help="time embedding (mlp, resnet)")
     t.add_argument("--layer-norm", action="store_true", help="LayerNorm in the MLP")
@@ -156,11 +159,28 @@ def _model_config(args, shape):
         if bad:
             raise ValueError(f"{', '.join(bad)} do not apply to --model unet")
         base = default_model_config(shape) if len(shape) == 3 else UNetConfig(data_shape=shape)
+        changes = {}
         if args.channels:
-            base = UNetConfig(**{**base.__dict__, "channels": args.channels})
-        return base
-    if args.channels:
-        raise ValueError("--channels applies to --model unet only")
+            changes["channels"] = args.channels
+        if args.res_blocks:
+            changes["num_res_blocks"] = args.res_blocks
+        for flag, key in (("channel_mult", "channel_mult"), ("attention", "attention_levels")):
+            text = getattr(args, flag)
+            if text is not None:
+                try:
+                    changes[key] = tuple(int(v) for v in text.split(",") if v.strip())
+                except ValueError:
+                    raise ValueError(
+                        f"--{flag.replace('_', '-')} must be integers like 1,2,2, got {text!r}"
+                    ) from None
+        return UNetConfig(**{**base.__dict__, **changes})
+    unet_only = [
+        f"--{k.replace('_', '-')}"
+        for k in ("channels", "channel_mult", "attention", "res_blocks")
+        if getattr(args, k) is not None
+    ]
+    if unet_only:
+        raise ValueError(f"{', '.join(unet_only)} apply to --model unet only")
     kw = {"data_shape": shape}
     for key in ("width", "activation", "time_embedding"):
         if getattr(args, key) is not None:

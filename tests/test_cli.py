@@ -115,6 +115,12 @@ def test_resume_from_cli(tmp_path):
         (["train", "--steps", "0", "--out", "{tmp}/x"], "steps must be"),
         (["train", "--data", "mnist", "--out", "{tmp}/x"], "dataset"),
         (["train", "--model", "unet", "--width", "8", "--out", "{tmp}/x"], "--width"),
+        (
+            ["train", "--data", "digits", "--channel-mult", "1,x", "--out", "{tmp}/x"],
+            "--channel-mult",
+        ),
+        (["train", "--data", "digits", "--attention", "5", "--out", "{tmp}/x"], "attention"),
+        (["train", "--data", "moons", "--channels", "8", "--out", "{tmp}/x"], "--channels"),
         (["train", "--resume", "--out", "{tmp}/none"], "cannot resume"),
         (["sample", "{tmp}/missing.safetensors"], "missing.safetensors"),
         (["sample", "{tmp}/junk.safetensors"], "junk.safetensors"),
