@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=float, default=1.0, help="consistency: weight of L_path")
     t.add_argument("--dt", type=float, default=0.01, help="consistency: target time offset")
     t.add_argument("--segments", type=int, default=1, help="consistency: number of segments")
+    t.add_argument(
+        "--coupling",
+        default="independent",
+        choices=("independent", "ot"),
+        help="consistency: noise-data coupling",
+    )
     t.add_argument("--fm-weight", type=float, default=0.0, help="consistency: added FM weight")
     t.add_argument("--sigma", type=float, default=0.0, help="path noise")
     t.add_argument("--teacher", help="reflow: checkpoint that generates the pairs")
@@ -82,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-ema-warmup", action="store_true", help="fixed EMA decay from step 0")
     t.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 disables)")
     t.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
+    t.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/run", help="output folder (checkpoint, metrics.jsonl)")
@@ -129,6 +136,17 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument("--probes", type=int, default=1, help="Hutchinson probes")
     lk.add_argument("--seed", type=int, default=0)
     lk.add_argument("--device", default="auto")
+
+    x = sub.add_parser(
+        "export",
+        help="write a small inference checkpoint",
+        description="Copy a training checkpoint's EMA (or raw) weights, config and metadata into "
+        "a small file without optimizer or data state, e.g. for shipping.",
+    )
+    x.add_argument("checkpoint", type=Path)
+    x.add_argument("out", type=Path)
+    x.add_argument("--half", action="store_true", help="store weights as float16")
+    x.add_argument("--no-ema", action="store_true", help="export the raw weights")
 
     e = sub.add_parser("eval", help="sample-quality metrics", description="Evaluate a checkpoint.")
     e.add_argument("checkpoint", type=Path)
@@ -211,6 +229,7 @@ def _train(args) -> int:
         dt=args.dt,
         num_segments=args.segments,
         fm_weight=args.fm_weight,
+        coupling=args.coupling,
     )
     config = TrainConfig(
         data=args.data,
@@ -225,6 +244,7 @@ def _train(args) -> int:
         ema_warmup=not args.no_ema_warmup,
         grad_clip=args.grad_clip or None,
         warmup_steps=args.warmup,
+        lr_schedule=args.lr_schedule,
         precision=args.precision,
         seed=args.seed,
         out_dir=args.out,
@@ -404,13 +424,45 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .checkpoint import read_checkpoint, save_checkpoint
+    from .nets import build_model, config_from_dict
+
+    ck = read_checkpoint(args.checkpoint)
+    use_ema = ck.ema_state is not None and not args.no_ema
+    model = build_model(config_from_dict(ck.model_config))
+    model.load_state_dict(ck.ema_state if use_ema else ck.model_state)
+    config = ck.train_state.get("config")
+    metadata = {
+        **ck.metadata,
+        "exported_from": str(args.checkpoint),
+        "weights": "ema" if use_ema else "raw",
+    }
+    out = save_checkpoint(
+        args.out,
+        model=model,
+        train_state={"config": config, "step": ck.train_state.get("step")},
+        metadata=metadata,
+        half=args.half,
+    )
+    size = out.stat().st_size
+    print(f"exported {'EMA' if use_ema else 'raw'} weights to {out} ({size / 1e6:.2f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors print one line, status 2)."""
     from .checkpoint import CheckpointError
     from .train import TrainingDiverged
 
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "sample": _sample, "likelihood": _likelihood, "eval": _eval}
+    handlers = {
+        "train": _train,
+        "sample": _sample,
+        "likelihood": _likelihood,
+        "eval": _eval,
+        "export": _export,
+    }
     try:
         return handlers[args.command](args)
     except TrainingDiverged as err:

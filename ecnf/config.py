@@ -6,15 +6,17 @@ EMA of decay 0.999; those are the defaults here (the batch drops to 256 on a CPU
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ._checks import check_choice, check_positive_int
 from .losses import LossConfig
 from .nets import MLPConfig, ModelConfig, UNetConfig, config_from_dict, config_to_dict
 
-__all__ = ["PRECISIONS", "TrainConfig", "default_model_config"]
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "TrainConfig", "default_model_config", "learning_rate"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def default_model_config(shape: tuple[int, ...]) -> ModelConfig:
@@ -24,6 +26,17 @@ def default_model_config(shape: tuple[int, ...]) -> ModelConfig:
     if shape[-1] <= 8:  # 8x8 digits: two levels are enough
         return UNetConfig(data_shape=shape, channels=32, channel_mult=(1, 2), attention_levels=())
     return UNetConfig(data_shape=shape)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate used for optimisation step ``step`` (0-based)."""
+    scale = 1.0
+    if config.warmup_steps:
+        scale = min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
+        span = max(config.steps - config.warmup_steps, 1)
+        scale *= 0.5 * (1.0 + math.cos(math.pi * (step - config.warmup_steps) / span))
+    return config.lr * scale
 
 
 @dataclass
@@ -45,6 +58,7 @@ class TrainConfig:
             the initial weights still hold 74% of the average after 300 steps).
         grad_clip: maximum gradient norm (``None`` disables clipping).
         warmup_steps: linear learning-rate warmup.
+        lr_schedule: ``constant`` after warmup, or ``cosine`` decay to zero at ``steps``.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``,
             ``fp16``.
         seed: seeds data order, noise, times and initialisation.
@@ -73,6 +87,7 @@ class TrainConfig:
     ema_warmup: bool = True
     grad_clip: float | None = 1.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
     precision: str = "auto"
     seed: int = 0
     out_dir: str = "runs/run"
@@ -114,6 +129,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.loss.name == "reflow" and not self.teacher:
             raise ValueError("loss 'reflow' needs teacher=<checkpoint> to generate its pairs")
 

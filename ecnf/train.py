@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .callbacks import Callback
 from .checkpoint import load, read_checkpoint, save_checkpoint
-from .config import TrainConfig, default_model_config
+from .config import TrainConfig, default_model_config, learning_rate
 from .data import DataStream, dataset_shape, make_stream
 from .ema import EMA
 from .losses import compute_loss, make_reflow_pairs
@@ -322,8 +322,8 @@ def fit(
             "Lower the learning rate, enable grad_clip or check the data for bad values."
         )
 
-    # Ctrl-C stops at the end of the current step, so the saved state is consistent;
-    # a second Ctrl-C interrupts at once.
+    # Ctrl-C (or SIGTERM, e.g. a preempted job) stops at the end of the current step, so the
+    # saved state is consistent; a second one interrupts at once.
     interrupted = threading.Event()
 
     def on_sigint(signum, frame):
@@ -332,11 +332,12 @@ def fit(
         interrupted.set()
 
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    old_handlers = {s: signal.signal(s, on_sigint) for s in stop_signals} if in_main_thread else {}
     try:
         while step < config.steps:
-            if config.warmup_steps:
-                lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
+            if config.warmup_steps or config.lr_schedule != "constant":
+                lr = learning_rate(config, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             if teacher is not None:
@@ -428,8 +429,8 @@ def fit(
                 cb.on_end(step, "diverged")
         raise
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     saved_path = save(reason)
     wall_time += time.perf_counter() - t_start
     if main:

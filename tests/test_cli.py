@@ -101,6 +101,23 @@ def test_adaptive_solver_reports_nfe(ckpt, tmp_path, capsys):
     assert int(np.load(tmp_path / "a.npz")["nfe"]) > 0
 
 
+def test_export_is_small_and_samples_the_same(ckpt, tmp_path):
+    import torch
+
+    from ecnf.checkpoint import load, read_checkpoint
+
+    out = tmp_path / "small.safetensors"
+    assert main(["export", str(ckpt), str(out), "--half"]) == 0
+    assert out.stat().st_size < 0.4 * ckpt.stat().st_size
+    small = read_checkpoint(out)
+    assert small.optimizer_state is None and small.ema_state is None
+    assert small.metadata["weights"] == "ema" and small.metadata["command"].startswith("python -m")
+    x = torch.randn(16, 2)
+    t = torch.rand(16)
+    with torch.no_grad():
+        torch.testing.assert_close(load(out)(x, t), load(ckpt)(x, t), atol=2e-2, rtol=2e-2)
+
+
 def test_resume_from_cli(tmp_path):
     out = tmp_path / "r"
     assert main([*TRAIN, "--steps", "10", "--out", str(out)]) == 0
@@ -141,7 +158,7 @@ def test_unknown_solver_is_rejected_by_argparse(ckpt, capsys):
     assert "leapfrog" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "likelihood", "eval"])
+@pytest.mark.parametrize("command", ["train", "sample", "likelihood", "eval", "export"])
 def test_help(command):
     out = subprocess.run(
         [sys.executable, "-m", "ecnf", command, "--help"],

@@ -1,9 +1,11 @@
 """Training: exact resume, NaN guard, logs and previews, refusal to overwrite, reflow, DDP."""
 
 import json
+import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,15 @@ def test_warmup_schedule(tmp_path):
     assert lrs == pytest.approx([1e-3 * s / 8 for s in (2, 4, 6, 8)])
 
 
+def test_cosine_schedule(tmp_path):
+    rec = Recorder()
+    fit(tiny(tmp_path, steps=8, warmup_steps=2, lr_schedule="cosine", log_every=1), [rec])
+    lrs = [e[1]["lr"] for e in rec.events if e[0] == "log"]
+    assert lrs[:2] == pytest.approx([5e-4, 1e-3])  # warm-up
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
+    assert lrs[2:] == pytest.approx(expected)  # then cosine from the peak toward zero
+
+
 def test_otcfm_learns_moons(tmp_path):
     cfg = tiny(
         tmp_path,
@@ -281,3 +292,42 @@ def test_ddp_two_cpu_processes(tmp_path):
     for name in p0:
         assert torch.equal(ck.model_state[name], p0[name])
     assert "2 x CPU" in ck.metadata["hardware"]
+
+
+def test_sigterm_saves_and_resumes(tmp_path):
+    out = tmp_path / "term"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecnf",
+        "train",
+        "--data",
+        "moons",
+        "--width",
+        "16",
+        "--depth",
+        "2",
+        "--steps",
+        "100000",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "metrics.jsonl"
+    for _ in range(600):  # wait until training is under way
+        if log.exists() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    proc.terminate()
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume" in stdout
+    ck = read_checkpoint(out / "checkpoint.safetensors")
+    assert ck.metadata["status"] == "interrupted" and ck.train_state["step"] >= 5
