@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ._checks import check_finite
+from .._checks import check_finite
 
 __all__ = ["mmd2", "wasserstein2"]
 
