@@ -110,7 +110,8 @@ def _hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+        threads = torch.get_num_threads()
+        name = f"CPU ({os.cpu_count()} cores, {platform.machine()}, {threads} torch threads)"
     return f"{world} x {name}" if world > 1 else name
 
 
@@ -231,7 +232,10 @@ def fit(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
     )
     step, wall_time, history = 0, 0.0, []
+    first_command, resumed_with = command, []
     if ck is not None:
+        first_command = ck.metadata.get("command") or command
+        resumed_with = [*ck.metadata.get("resumed_with", []), command]
         model.load_state_dict(ck.model_state)
         ema.model.load_state_dict(ck.ema_state)
         ema._num_updates.fill_(ck.ema_updates or 0)
@@ -289,7 +293,8 @@ def fit(
                 "wall_time_s": round(elapsed, 2),
                 "hardware": _hardware(device, world),
                 "versions": _versions(),
-                "command": command,
+                "command": first_command,
+                "resumed_with": resumed_with,
                 "status": reason,
                 "final_loss": last.get("loss"),
             },

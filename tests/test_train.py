@@ -115,11 +115,12 @@ def test_resume_is_exact(tmp_path, case):
 
 def test_training_can_be_extended(tmp_path):
     cfg = tiny(tmp_path, steps=10)
-    fit(cfg)
-    longer = fit(cfg.replace(steps=16), resume=True)
+    fit(cfg, command="first")
+    longer = fit(cfg.replace(steps=16), resume=True, command="second")
     assert longer.step == 16
     meta = read_checkpoint(longer.checkpoint).metadata
     assert meta["steps"] == 16 and meta["status"] == "completed"
+    assert meta["command"] == "first" and meta["resumed_with"] == ["second"]
 
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
