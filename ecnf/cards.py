@@ -11,13 +11,24 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from .checkpoint import checkpoint_info, load
-from .data import TOY_DATASETS, sample_toy
+from .data import TOY_DATASETS, load_images, sample_toy, to_model_range
 from .metrics import mmd2, wasserstein2
 from .solvers import FIXED_METHODS, integrate
 
-__all__ = ["BUDGETS", "evaluate_2d", "render_card", "results_table", "solver_grid"]
+__all__ = [
+    "BUDGETS",
+    "IMAGE_ROWS",
+    "evaluate_2d",
+    "evaluate_image_checkpoint",
+    "image_feature_net",
+    "render_card",
+    "render_image_card",
+    "results_table",
+    "solver_grid",
+]
 
 #: NFE budgets reported for every fixed-step solver that can spend them exactly.
 BUDGETS = (1, 2, 4, 10, 20)
@@ -177,4 +188,146 @@ def results_table(evaluations: dict[str, dict]) -> str:
         adaptive = [r for r in ev["rows"] if r["steps"] is None]
         ad = f"{_fmt(adaptive[0]['w2'])} ({adaptive[0]['nfe']})" if adaptive else "n/a"
         lines.append(f"| {name} | {' | '.join(cells)} | {ad} | {_fmt(ev['floor']['w2'])} |")
+    return "\n".join(lines)
+
+
+#: Solver rows measured for image checkpoints (fewer than for 2D: each row samples images).
+IMAGE_ROWS = [
+    ("euler", 1, 1),
+    ("euler", 2, 2),
+    ("euler", 4, 4),
+    ("euler", 10, 10),
+    ("euler", 20, 20),
+    ("midpoint", 5, 10),
+    ("heun", 5, 10),
+    ("heun", 10, 20),
+    ("rk4", 1, 4),
+    ("rk4", 5, 20),
+]
+
+
+def image_feature_net(dataset: str, inception_weights: str | Path | None = None):
+    """The feature network for image metrics: Inception-v3 given its weights file, otherwise
+    the classifier shipped for ``dataset`` (metrics then named FD-FMNIST, FD-DIGITS...)."""
+    from .metrics import CLASSIFIER_DATASETS, ClassifierFeatures, InceptionFeatures
+    from .metrics.classifier import shipped_classifier_path
+
+    if inception_weights is not None:
+        return InceptionFeatures(inception_weights, download=False)
+    if dataset in CLASSIFIER_DATASETS:
+        return ClassifierFeatures(shipped_classifier_path(dataset))
+    raise ValueError(
+        f"no offline feature network for {dataset!r}: pass an Inception-v3 weights file "
+        "(--inception-weights PATH) to compute FID"
+    )
+
+
+@torch.no_grad()
+def evaluate_image_checkpoint(
+    path: str | Path,
+    *,
+    num_samples: int = 1000,
+    seed: int = 0,
+    rows: list[tuple[str, int, int]] | None = None,
+    adaptive: bool = True,
+    feature_net=None,
+    data_root: str | Path | None = None,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Image metrics of a checkpoint's samples against real test images, per solver and NFE.
+
+    The noise comes from a generator seeded with ``seed``; the real images are a seeded
+    subset of the test split, and the floor compares them with training images.
+    """
+    from .metrics import evaluate_images, metric_names, reference_statistics
+
+    info = checkpoint_info(path)
+    data = info["metadata"]["dataset"]
+    net = feature_net or image_feature_net(data)
+    model = load(path, device=device)
+    shape = tuple(model.config.data_shape)
+    test = load_images(data, root=data_root, train=False)
+    train = load_images(data, root=data_root, train=True)
+    g = torch.Generator().manual_seed(seed)
+    reference = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
+    noise = torch.randn((num_samples, *shape), generator=g)
+
+    def sample(**kw) -> tuple[Tensor, int, float]:
+        start, nfe, out = time.perf_counter(), 0, []
+        for chunk in noise.split(batch_size):
+            sol = integrate(model, chunk.to(device), **kw)
+            out.append(sol.x.cpu())
+            nfe = max(nfe, sol.nfe)
+        return torch.cat(out), nfe, time.perf_counter() - start
+
+    results = []
+    plan = [(m, s, {"method": m, "steps": s}) for m, s, _ in (rows or IMAGE_ROWS)]
+    if adaptive:
+        method, tol = ADAPTIVE
+        plan.append(
+            (f"{method} (rtol=atol={tol:g})", None, {"method": method, "rtol": tol, "atol": tol})
+        )
+    for label, steps, kw in plan:
+        x, nfe, seconds = sample(**kw)
+        scores = evaluate_images(x, reference, net)
+        results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
+    n_floor = min(num_samples, len(test))
+    floor = reference_statistics(test, train, net, sizes=(n_floor,), seed=seed)[0]
+    return {
+        "path": str(path),
+        "data": data,
+        "num_samples": num_samples,
+        "seed": seed,
+        "feature_net": net.name,
+        "metrics": metric_names(net),
+        "floor": floor,
+        "rows": results,
+    }
+
+
+def render_image_card(name: str, info: dict, evaluation: dict) -> str:
+    """Markdown model card for an image checkpoint (metrics named after their feature net)."""
+    meta, model = info["metadata"], info["model_config"]
+    params = info["tensors"]["model"]["numel"]
+    names = evaluation["metrics"]
+    keys = [names[k] for k in ("fd", "kid", "is") if k in names] + ["sample_entropy"]
+    floor = evaluation["floor"]
+    lines = [
+        f"# {name}",
+        "",
+        f"A continuous normalizing flow from Gaussian noise to `{evaluation['data']}` images, "
+        f"trained with the `{meta.get('loss')}` objective.",
+        "",
+        "## Training record (read from the checkpoint)",
+        "",
+        f"- Command: `{meta.get('command')}`",
+        f"- Steps: {meta.get('steps')}, batch {meta.get('batch_size')}, "
+        f"wall time {meta.get('wall_time_s')} s on {meta.get('hardware')}",
+        f"- Versions: {meta.get('versions')}",
+        f"- Network: `{model.get('arch')}` {model}, {params} parameters",
+        f"- File: {info['file_bytes'] / 1e6:.2f} MB, weights `{meta.get('weights', 'raw')}`",
+        "",
+        "## Sample quality against the number of function evaluations (NFE)",
+        "",
+        f"{evaluation['num_samples']} samples against {evaluation['num_samples']} real test "
+        f"images (seed {evaluation['seed']}), features of `{evaluation['feature_net']}`"
+        + (
+            " (Inception-v3: standard FID/KID/IS)."
+            if evaluation["feature_net"] == "inception-v3"
+            else " (the project's shipped classifier, not Inception: these are not FID/IS and "
+            "are not comparable with published FIDs)."
+        ),
+        "Floor (real test images against real training images, same size): "
+        + ", ".join(f"{k} {_fmt(floor[k])}" for k in keys)
+        + ".",
+        "",
+        "| solver | steps | NFE | " + " | ".join(keys) + " | sampling time (s) |",
+        "|---" * (len(keys) + 4) + "|",
+    ]
+    for r in evaluation["rows"]:
+        steps = r["steps"] if r["steps"] is not None else "adaptive"
+        cells = " | ".join(_fmt(r[k]) for k in keys)
+        lines.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} | {r['seconds']:.1f} |")
+    lines += ["", "Regenerate with `python scripts/make_cards.py` (times vary with load).", ""]
     return "\n".join(lines)

@@ -154,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-n", "--num", type=int, default=2000, help="samples compared")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.add_argument(
+        "--inception-weights",
+        type=Path,
+        help="Inception-v3 weights file for standard FID/IS (default: the shipped offline "
+        "classifier, whose metrics are named FD-FMNIST, FD-DIGITS...)",
+    )
+    e.add_argument("--data-root", help="folder with image data sets")
     e.add_argument("--device", default="auto")
     return parser
 
@@ -392,7 +399,7 @@ def _eval(args) -> int:
     shape = tuple(model.config.data_shape)
     name = info["metadata"].get("dataset")
     if shape != (2,) or name not in TOY_DATASETS:
-        raise ValueError("image metrics are not available yet: eval supports 2D checkpoints")
+        return _eval_images(args, info, device)
     source = info["metadata"].get("source", "gaussian")
     gen = torch.Generator().manual_seed(args.seed)
     x0 = sample_toy(source, args.num, generator=gen).to(device)
@@ -421,6 +428,39 @@ def _eval(args) -> int:
         print(
             f"  MMD^2 (RBF, unbiased)  {r['mmd2']:.5f}  data vs data {r['mmd2_data_vs_data']:.5f}"
         )
+    return 0
+
+
+def _eval_images(args, info: dict, device) -> int:
+    from .cards import evaluate_image_checkpoint, image_feature_net
+    from .solvers import FIXED_METHODS
+
+    net = image_feature_net(info["metadata"]["dataset"], args.inception_weights)
+    kw = _solver_kwargs(args)
+    fixed = args.solver in FIXED_METHODS
+    rows = [(args.solver, args.steps, 0)] if fixed else []
+    if not fixed and (args.solver, kw["rtol"], kw["atol"]) != ("dopri5", 1e-5, 1e-5):
+        raise ValueError("image eval measures adaptive sampling with dopri5 at rtol=atol=1e-5")
+    ev = evaluate_image_checkpoint(
+        args.checkpoint,
+        num_samples=args.num,
+        seed=args.seed,
+        rows=rows,
+        adaptive=not fixed,
+        feature_net=net,
+        data_root=args.data_root,
+        device=device,
+    )
+    if args.json:
+        print(json.dumps(ev, default=float))
+        return 0
+    row, floor = ev["rows"][0], ev["floor"]
+    print(
+        f"{ev['data']}: {args.num} samples, {row['method']}, NFE {row['nfe']}, "
+        f"features: {ev['feature_net']}"
+    )
+    for key in [*ev["metrics"].values(), "sample_entropy"]:
+        print(f"  {key:<16} {row[key]:10.4f}   real vs real {floor[key]:10.4f}")
     return 0
 
 

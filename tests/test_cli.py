@@ -167,3 +167,37 @@ def test_help(command):
         check=True,
     )
     assert "usage: python -m ecnf" in out.stdout
+
+
+def test_eval_on_images_names_the_feature_net(tmp_path, capsys):
+    out = tmp_path / "digits"
+    argv = [
+        "train",
+        "--data",
+        "digits",
+        "--channels",
+        "8",
+        "--steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    ck = str(out / "checkpoint.safetensors")
+    assert main(["eval", ck, "-n", "64", "--steps", "2", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "FD-DIGITS" in text and "real vs real" in text and "digits-classifier" in text
+    assert "FID" not in text
+    assert main(["eval", ck, "-n", "64", "--steps", "1", "--json", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    row = res["rows"][0]
+    assert row["nfe"] == 4 and row["num_samples"] == 64 and 0 <= row["sample_entropy"] <= 1
+    assert row["FD-DIGITS"] > res["floor"]["FD-DIGITS"]  # 3 training steps are not the data
+    missing = tmp_path / "none.pth"
+    assert main(["eval", ck, "-n", "8", "--inception-weights", str(missing)]) == 2
+    assert "none.pth" in capsys.readouterr().err
