@@ -1,6 +1,6 @@
 """Regenerate every shipped model card and the results table from the checkpoints themselves.
 
-    python scripts/make_cards.py                 # all 2D checkpoints under checkpoints/2d
+    python scripts/make_cards.py            # every checkpoint under checkpoints/2d and /images
     python scripts/make_cards.py --num-samples 500 checkpoints/2d/moons_fm.safetensors
 
 For each checkpoint NAME.safetensors it writes NAME.md (the card) and NAME.json (the numbers
@@ -23,7 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ecnf.cards import evaluate_2d, render_card, results_table  # noqa: E402
+from ecnf.cards import (  # noqa: E402
+    evaluate_2d,
+    evaluate_image_checkpoint,
+    render_card,
+    render_image_card,
+    results_table,
+)
 from ecnf.checkpoint import checkpoint_info  # noqa: E402
 
 
@@ -32,24 +38,33 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "checkpoints", nargs="*", type=Path, help="default: checkpoints/2d/*.safetensors"
+        "checkpoints", nargs="*", type=Path, help="default: checkpoints/{2d,images}/*.safetensors"
     )
-    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--num-samples", type=int, default=2000, help="2D samples per row")
+    parser.add_argument("--num-images", type=int, default=1000, help="images per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-table", action="store_true", help="do not rewrite RESULTS.md")
     args = parser.parse_args(argv)
-    paths = args.checkpoints or sorted((ROOT / "checkpoints" / "2d").glob("*.safetensors"))
-    evaluations = {}
+    paths = args.checkpoints or sorted(
+        (ROOT / "checkpoints" / "2d").glob("*.safetensors")
+    ) + sorted((ROOT / "checkpoints" / "images").glob("*.safetensors"))
+    evaluations, image_evaluations = {}, {}
     for path in paths:
         start = time.perf_counter()
-        ev = evaluate_2d(path, num_samples=args.num_samples, seed=args.seed)
         info = checkpoint_info(path)
         name = path.stem
-        path.with_suffix(".md").write_text(render_card(name, info, ev))
-        path.with_suffix(".json").write_text(json.dumps(ev, indent=1) + "\n")
-        evaluations[name] = ev
+        if tuple(info["model_config"]["data_shape"]) == (2,):
+            ev = evaluate_2d(path, num_samples=args.num_samples, seed=args.seed)
+            card = render_card(name, info, ev)
+            evaluations[name] = ev
+        else:
+            ev = evaluate_image_checkpoint(path, num_samples=args.num_images, seed=args.seed)
+            card = render_image_card(name, info, ev)
+            image_evaluations[name] = ev
+        path.with_suffix(".md").write_text(card)
+        path.with_suffix(".json").write_text(json.dumps(ev, indent=1, default=float) + "\n")
         print(f"{name}: card written ({time.perf_counter() - start:.1f} s)", flush=True)
-    if not args.no_table and evaluations:
+    if not args.no_table and (evaluations or image_evaluations):
         machine = f"{platform.machine()} CPU, torch {torch.__version__}"
         text = [
             "# Shipped checkpoints: results",
@@ -64,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             results_table(evaluations),
             "",
         ]
+        for name, ev in image_evaluations.items():
+            keys = [*ev["metrics"].values(), "sample_entropy"]
+            text += [
+                f"## {name} ({ev['data']}, {ev['num_samples']} samples, features of "
+                f"{ev['feature_net']})",
+                "",
+                "| solver | steps | NFE | " + " | ".join(keys) + " |",
+                "|---" * (len(keys) + 3) + "|",
+            ]
+            for r in ev["rows"]:
+                cells = " | ".join(f"{r[k]:.4f}" for k in keys)
+                steps = r["steps"] if r["steps"] is not None else "adaptive"
+                text.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} |")
+            floor = " | ".join(f"{ev['floor'][k]:.4f}" for k in keys)
+            text += [f"| real test vs real train | | | {floor} |", ""]
         (ROOT / "checkpoints" / "RESULTS.md").write_text("\n".join(text))
     return 0
 
