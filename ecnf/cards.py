@@ -249,6 +249,7 @@ def evaluate_image_checkpoint(
     shape = tuple(model.config.data_shape)
     test = load_images(data, root=data_root, train=False)
     train = load_images(data, root=data_root, train=True)
+    num_samples = min(num_samples, len(test))  # as many samples as real test images
     g = torch.Generator().manual_seed(seed)
     reference = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
     noise = torch.randn((num_samples, *shape), generator=g)
@@ -272,8 +273,7 @@ def evaluate_image_checkpoint(
         x, nfe, seconds = sample(**kw)
         scores = evaluate_images(x, reference, net)
         results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
-    n_floor = min(num_samples, len(test))
-    floor = reference_statistics(test, train, net, sizes=(n_floor,), seed=seed)[0]
+    floor = reference_statistics(test, train, net, sizes=(num_samples,), seed=seed)[0]
     return {
         "path": str(path),
         "data": data,

@@ -1,0 +1,98 @@
+"""Shipped checkpoints load and sample offline, and their cards match what the code computes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecnf.cards import evaluate_2d, render_card, solver_grid
+from ecnf.checkpoint import checkpoint_info, load
+from ecnf.solvers import integrate
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_2D = sorted((ROOT / "checkpoints" / "2d").glob("*.safetensors"))
+REQUIRED = [
+    f"{t}_{loss}"
+    for t in ("moons", "8gaussians", "checkerboard", "2spirals", "swissroll")
+    for loss in ("fm", "otcfm")
+] + ["moons_consistency"]
+
+
+def test_every_required_2d_checkpoint_is_shipped_with_a_card():
+    names = {p.stem for p in SHIPPED_2D}
+    assert set(REQUIRED) <= names
+    for path in SHIPPED_2D:
+        assert path.with_suffix(".md").exists() and path.with_suffix(".json").exists()
+        assert path.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("path", SHIPPED_2D, ids=lambda p: p.stem)
+def test_shipped_checkpoint_loads_and_samples_offline(path):
+    model = load(path, device="cpu")
+    x = integrate(model, torch.randn(256, 2), method="rk4", steps=4).x
+    assert x.shape == (256, 2) and torch.isfinite(x).all()
+    info = checkpoint_info(path)
+    assert info["metadata"]["command"].startswith("python -m ecnf train")
+    assert "--resume" not in info["metadata"]["command"]
+
+
+@pytest.mark.parametrize("path", SHIPPED_2D[:3], ids=lambda p: p.stem)
+def test_card_numbers_are_what_the_code_computes(path):
+    card = json.loads(path.with_suffix(".json").read_text())
+    rows = [(r["method"], r["steps"], r["nfe"]) for r in card["rows"] if r["steps"] is not None]
+    pick = [r for r in rows if r[:2] in {("euler", 1), ("rk4", 5)}]
+    again = evaluate_2d(
+        path, num_samples=card["num_samples"], seed=card["seed"], rows=pick, adaptive=False
+    )
+    by_key = {(r["method"], r["steps"]): r for r in card["rows"]}
+    for r in again["rows"]:
+        ref = by_key[(r["method"], r["steps"])]
+        assert r["nfe"] == ref["nfe"]
+        assert r["w2"] == pytest.approx(ref["w2"], rel=1e-5)
+        assert r["mmd2"] == pytest.approx(ref["mmd2"], rel=1e-4, abs=1e-7)
+    assert again["floor"]["w2"] == pytest.approx(card["floor"]["w2"], rel=1e-9)
+    # the markdown card shows exactly these numbers
+    text = path.with_suffix(".md").read_text()
+    assert text == render_card(path.stem, checkpoint_info(path), card)
+
+
+def test_solver_grid_spends_budgets_exactly():
+    for method, steps, nfe in solver_grid():
+        assert nfe in (1, 2, 4, 10, 20)
+        assert steps * {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[method] == nfe
+
+
+def test_evaluate_small_sample_is_consistent(tmp_path):
+    path = SHIPPED_2D[0]
+    ev = evaluate_2d(path, num_samples=200, seed=3, rows=[("euler", 2, 2)], adaptive=True)
+    assert ev["rows"][0]["nfe"] == 2 and ev["rows"][1]["nfe"] > 2
+    assert ev["floor"]["w2"] > 0
+
+
+SHIPPED_IMAGES = sorted((ROOT / "checkpoints" / "images").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_IMAGES, ids=lambda p: p.stem)
+def test_image_checkpoint_samples_offline_and_matches_its_card(path):
+    from ecnf.cards import evaluate_image_checkpoint, render_image_card
+
+    model = load(path, device="cpu")
+    shape = tuple(model.config.data_shape)
+    x = integrate(model, torch.randn(4, *shape), method="euler", steps=2).x
+    assert x.shape == (4, *shape) and torch.isfinite(x).all()
+    card = json.loads(path.with_suffix(".json").read_text())
+    again = evaluate_image_checkpoint(
+        path,
+        num_samples=card["num_samples"],
+        seed=card["seed"],
+        rows=[("euler", 1, 1)],
+        adaptive=False,
+    )
+    ref = next(r for r in card["rows"] if (r["method"], r["steps"]) == ("euler", 1))
+    for key in [*card["metrics"].values(), "sample_entropy"]:
+        assert again["rows"][0][key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6)
+        assert again["floor"][key] == pytest.approx(card["floor"][key], rel=1e-6, abs=1e-9)
+    text = path.with_suffix(".md").read_text()
+    assert text == render_image_card(path.stem, checkpoint_info(path), card)
+    assert "FID" not in text.replace("not FID", "").replace("published FIDs", "")
