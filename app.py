@@ -1,0 +1,33 @@
+"""ECNF studio: `streamlit run app.py`.
+
+This file only routes: page config, the shared sidebar, and ``st.navigation`` over the
+files in ``pages/``. Pages hold widgets and figures; every computation lives in ``ecnf``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio import PAGES, active_checkpoint, device_label
+
+
+def run() -> None:
+    st.set_page_config(page_title="ECNF studio", layout="wide")
+    pages = [
+        st.Page(path, url_path=url_path, title=title, icon=icon, default=i == 0)
+        for i, (path, url_path, title, icon) in enumerate(PAGES)
+    ]
+    page = st.navigation(pages)
+    with st.sidebar:
+        st.caption(f"**Device:** {device_label()}")
+        checkpoint_slot = st.empty()
+    page.run()
+    # filled after the page ran, so it shows the checkpoint chosen in this very run
+    active = active_checkpoint()
+    checkpoint_slot.caption(
+        f"**Active checkpoint:** {active}" if active else "No checkpoint chosen"
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,266 @@
+"""Image trajectories: a grid of images moving from noise to data, and what the model predicts."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from ecnf import METHODS, Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
+from ecnf.playground import predicted_endpoints, speed_per_step, trajectory_velocities
+from ecnf.solvers import FIXED_METHODS
+from ecnf.viz import image_grid, save_image_grid, save_trajectory_gif
+from studio import (
+    checkpoint_meta,
+    checkpoints_dir,
+    enlarged,
+    file_stamp,
+    list_checkpoints,
+    load_model,
+    model_device,
+    session_workdir,
+    set_active_checkpoint,
+    show_error,
+)
+
+MAX_IMAGES, MAX_STEPS, ADAPTIVE_FRAMES = 64, 100, 20
+MAX_FRAMES = 51  # frames shown (and evaluated for endpoints) out of at most 101 recorded
+TRAINED = "img_trained"  # session_state key of the digits model trained on this page
+TINY_DIGITS_STEPS = 400  # about a minute on two CPU cores
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def image_run(
+    path: str,
+    stamp: int,
+    method: str,
+    steps: int | None,
+    tol: float | None,
+    seed: int,
+    n: int,
+) -> dict:
+    """Integrate n noise images; per recorded time the grid, the predicted endpoints, |v|."""
+    model = load_model(path, stamp)
+    device = model_device(model)
+    shape = tuple(model.config.data_shape)
+    x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+    kw = {"steps": steps} if method in FIXED_METHODS else {"steps": ADAPTIVE_FRAMES}
+    if tol is not None:
+        kw |= {"rtol": tol, "atol": tol}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    sol = integrate(model, x0.to(device), method=method, return_trajectory=True, **kw)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    count = sol.times.shape[0]
+    shown = torch.linspace(0, count - 1, min(count, MAX_FRAMES)).round().long().unique()
+    trajectory, times = sol.trajectory[shown.to(device)], sol.times[shown.to(device)]
+    velocities = trajectory_velocities(model, trajectory, times, batch_size=128)
+    endpoints = predicted_endpoints(model, trajectory, times, velocities=velocities)
+    trajectory = trajectory.cpu()
+    with tempfile.TemporaryDirectory() as tmp:
+        png = save_image_grid(Path(tmp) / "grid.png", trajectory[-1], scale=4).read_bytes()
+        gif = save_trajectory_gif(Path(tmp) / "trajectory.gif", trajectory).read_bytes()
+    return {
+        "times": times.cpu().numpy(),
+        "states": [image_grid(x) for x in trajectory],
+        "endpoints": [image_grid(x) for x in endpoints.cpu()],
+        "speed": speed_per_step(velocities).cpu().numpy(),
+        "nfe": sol.nfe,
+        "seconds": seconds,
+        "png": png,
+        "gif": gif,
+    }
+
+
+class Progress(Callback):
+    def __init__(self, bar, total: int) -> None:
+        self.bar, self.total = bar, total
+
+    def on_log(self, record: dict) -> None:
+        self.bar.progress(
+            record["step"] / self.total,
+            text=f"step {record['step']}/{self.total}, loss {record['loss']:.4f}, "
+            f"about {record['eta_s']:.0f} s left",
+        )
+
+
+def train_tiny_digits() -> None:
+    """About a minute of flow matching on scikit-learn's 8x8 digits, into a session folder."""
+    config = TrainConfig(
+        data="digits",
+        model=UNetConfig(
+            data_shape=(1, 8, 8), channels=32, channel_mult=(1, 2), attention_levels=()
+        ),
+        steps=TINY_DIGITS_STEPS,
+        batch_size=128,
+        lr=2e-3,
+        lr_schedule="cosine",
+        log_every=10,
+        checkpoint_every=TINY_DIGITS_STEPS,
+        out_dir=str(session_workdir() / "tiny_digits"),
+    )
+    bar = st.progress(0.0, text="loading the digits...")
+    try:
+        result = fit(config, [Progress(bar, config.steps)], overwrite=True, command="studio")
+    except (TrainingDiverged, ValueError, FileNotFoundError) as error:
+        show_error(error, "try again; if it keeps failing, train from the command line.")
+        return
+    finally:
+        bar.empty()
+    st.session_state[TRAINED] = {
+        "path": str(result.checkpoint),
+        "label": f"tiny digits UNet, {result.step} steps (this session)",
+        "seconds": result.wall_time_s,
+    }
+
+
+def choose_checkpoint() -> tuple[str, str] | None:
+    shipped = list_checkpoints("images")
+    options = {f"images/{name}": path for name, path in shipped.items()}
+    trained = st.session_state.get(TRAINED)
+    if trained is not None:
+        options[trained["label"]] = trained["path"]
+    if not shipped:
+        st.info(
+            f"No image checkpoint is shipped in `{checkpoints_dir() / 'images'}` yet. You can "
+            "train a tiny digits model here (about a minute on a CPU): its samples are rough, "
+            "but every control below works on it."
+        )
+    with st.expander("Train a tiny digits model", expanded=not options):
+        st.caption(
+            f"Flow matching on scikit-learn's 8x8 digits: a small UNet (32 channels), "
+            f"{TINY_DIGITS_STEPS} steps of batch 128, AdamW at 2e-3 with cosine decay."
+        )
+        if st.button("Train a tiny digits model (~1 min)", key="img_train"):
+            train_tiny_digits()
+            trained = st.session_state.get(TRAINED)
+            if trained is not None:
+                options[trained["label"]] = trained["path"]
+                st.success(f"Trained in {trained['seconds']:.0f} s; it is selected below.")
+                st.session_state["img_checkpoint"] = trained["label"]
+    if not options:
+        return None
+    label = st.selectbox("Checkpoint", list(options), key="img_checkpoint")
+    return options[label], label
+
+
+def read_checkpoint_meta(path: str, label: str) -> tuple[int, dict] | None:
+    """The file's stamp and metadata, or None after showing why it cannot be used."""
+    try:
+        stamp = file_stamp(path)
+        meta = checkpoint_meta(path, stamp)
+        if len(meta["model_config"]["data_shape"]) != 3:
+            raise ValueError(f"{label} is not an image model (its data are {meta['dataset']!r})")
+    except (ValueError, OSError, KeyError) as error:
+        show_error(error, "choose another checkpoint (image models live in checkpoints/images).")
+        return None
+    return stamp, meta
+
+
+st.title("Image trajectories")
+st.caption(
+    "Watch a grid of images travel from Gaussian noise (t = 0) to samples (t = 1), beside "
+    "the endpoint the model predicts from each intermediate state."
+)
+chosen = choose_checkpoint()
+described = None if chosen is None else read_checkpoint_meta(*chosen)
+if described is not None:
+    (path, label), (stamp, meta) = chosen, described
+    set_active_checkpoint(label)
+    st.caption(
+        f"Trained on `{meta.get('dataset')}` with loss `{meta.get('loss')}` for "
+        f"{meta.get('steps')} steps."
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    method = c1.selectbox("Solver", METHODS, index=METHODS.index("rk4"), key="img_method")
+    steps = tol = None
+    if method in FIXED_METHODS:
+        steps = c2.slider(
+            "Solver steps",
+            1,
+            MAX_STEPS,
+            10,
+            key="img_steps",
+            help="Cost grows with steps x images; on a CPU the largest settings take minutes "
+            "for 28 x 28 models.",
+        )
+    else:
+        tol = c2.select_slider(
+            "Tolerance (rtol = atol)",
+            [1e-2, 1e-3, 1e-4, 1e-5],
+            value=1e-3,
+            format_func=lambda v: f"{v:g}",
+            key="img_tol",
+        )
+    seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="img_seed"))
+    n = c4.slider("Images", 1, MAX_IMAGES, 16, key="img_count")
+    try:
+        with st.spinner("Integrating and evaluating the model along the trajectory..."):
+            res = image_run(path, stamp, method, steps, tol, seed, n)
+    except (ValueError, FileNotFoundError) as error:
+        show_error(error, "choose another solver, fewer steps or another checkpoint.")
+    except torch.OutOfMemoryError:
+        show_error(MemoryError("out of memory"), "lower the number of images or of steps.")
+    else:
+        times = res["times"]
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("NFE", res["nfe"], help="velocity evaluations spent by the solver")
+        m2.metric("Solve wall time", f"{res['seconds']:.2f} s")
+        m3.metric("Frames", len(times), help=f"recorded times shown, at most {MAX_FRAMES}")
+        m4.metric("Final mean |v|", f"{res['speed'][-1]:.2f}")
+        if tol is not None:
+            st.caption(
+                f"{method} chose its own steps to meet rtol = atol = {tol:g}; the trajectory is "
+                f"recorded at {ADAPTIVE_FRAMES + 1} evenly spaced times."
+            )
+        frame = st.select_slider(
+            "Time t",
+            options=list(range(len(times))),
+            value=len(times) - 1,
+            format_func=lambda k: f"{times[k]:.2f}",
+            key=f"img_frame_{len(times)}",
+        )
+        left, right = st.columns(2)
+        left.subheader("State x_t")
+        left.image(enlarged(res["states"][frame]), caption=f"t = {times[frame]:.2f}")
+        right.subheader("Predicted endpoint")
+        right.image(
+            enlarged(res["endpoints"][frame]),
+            caption=f"x_t + (1 - t) v(x_t, t) at t = {times[frame]:.2f}",
+        )
+        st.caption(
+            "The predicted endpoint is one Euler step to t = 1: the model's guess of where each "
+            "image will land. At t = 0 a flow matching model predicts roughly the average "
+            "image; the guesses sharpen as t grows, and a straight flow gets them right at once."
+        )
+        st.subheader("Velocity magnitude")
+        speed = pd.DataFrame({"t": times, "mean |v|": res["speed"]})
+        st.line_chart(speed, x="t", y="mean |v|", height=240)
+        st.caption(
+            "Mean over the images of the L2 norm of v(x_t, t) at each recorded time; a "
+            "straight flow keeps it constant."
+        )
+        d1, d2 = st.columns(2)
+        d1.download_button(
+            "Download the final grid (PNG)",
+            res["png"],
+            file_name="samples.png",
+            mime="image/png",
+            on_click="ignore",
+            key="img_png",
+        )
+        d2.download_button(
+            "Download the trajectory (GIF)",
+            res["gif"],
+            file_name="trajectory.gif",
+            mime="image/gif",
+            on_click="ignore",
+            key="img_gif",
+        )

@@ -1,0 +1,504 @@
+"""2D playground: train a flow (or pick a shipped one), watch it move points, measure it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from ecnf import (
+    METHODS,
+    TOY_DATASETS,
+    Callback,
+    LossConfig,
+    MLPConfig,
+    ResNetConfig,
+    TrainConfig,
+    TrainingDiverged,
+    fit,
+    integrate,
+    sample_toy,
+)
+from ecnf.nets import ACTIVATIONS
+from ecnf.playground import compare_to_data, log_density_grid, velocity_on_grid
+from ecnf.solvers import FIXED_METHODS
+from studio import (
+    checkpoint_meta,
+    file_stamp,
+    list_checkpoints,
+    load_model,
+    model_device,
+    session_workdir,
+    set_active_checkpoint,
+    show_error,
+)
+
+LIM = 4.5
+MAX_ANIMATED_POINTS, MAX_FRAMES, PATHS_SHOWN = 600, 51, 150
+DENSITY_GRID, DENSITY_STEPS = 60, 10
+ADAPTIVE_FRAMES = 20
+TRAINED = "p2_trained"  # session_state key of the model trained on this page
+SHIPPED, TRAIN = "Use a shipped model", "Train your own"
+
+
+# ---- cached computations (all numbers come from ecnf) ------------------------------------
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def sample_flow(
+    path: str,
+    stamp: int,
+    source: str,
+    data: str,
+    method: str,
+    steps: int | None,
+    tol: float | None,
+    n: int,
+    seed: int,
+) -> dict:
+    """Integrate n source points with the chosen solver; W2 to fresh data and its floor."""
+    model = load_model(path, stamp)
+    x0 = sample_toy(source, n, generator=torch.Generator().manual_seed(seed))
+    kw = {"steps": steps} if method in FIXED_METHODS else {"steps": ADAPTIVE_FRAMES}
+    if tol is not None:
+        kw |= {"rtol": tol, "atol": tol}
+    start = time.perf_counter()
+    sol = integrate(model, x0.to(model_device(model)), method=method, return_trajectory=True, **kw)
+    seconds = time.perf_counter() - start
+    report = compare_to_data(sol.x.cpu(), data, seed=seed)
+    return {
+        "trajectory": sol.trajectory.cpu().numpy(),
+        "times": sol.times.cpu().numpy(),
+        "nfe": sol.nfe,
+        "seconds": seconds,
+        "w2": report.w2,
+        "floor": report.floor,
+        "reference": sample_toy(data, n, generator=torch.Generator().manual_seed(seed)).numpy(),
+    }
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def velocity_field(path: str, stamp: int, t: float) -> tuple[np.ndarray, np.ndarray]:
+    points, v = velocity_on_grid(load_model(path, stamp), t, lim=4.0, n=21)
+    return points.numpy(), v.numpy()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def density(path: str, stamp: int) -> dict:
+    grid = log_density_grid(
+        load_model(path, stamp), lim=LIM, n=DENSITY_GRID, method="rk4", steps=DENSITY_STEPS
+    )
+    return {
+        "xs": grid.xs.numpy(),
+        "ys": grid.ys.numpy(),
+        "log_prob": grid.log_prob.numpy(),
+        "nfe": grid.nfe,
+        "mass": grid.mass,
+    }
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+
+def square_axes(fig: go.Figure, height: int = 520) -> go.Figure:
+    fig.update_xaxes(range=[-LIM, LIM], zeroline=False)
+    fig.update_yaxes(range=[-LIM, LIM], zeroline=False, scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def trajectory_figure(res: dict) -> go.Figure:
+    """Particles from noise (t = 0) to data (t = 1), a play button and a time slider."""
+    trajectory, times = res["trajectory"][:, :MAX_ANIMATED_POINTS], res["times"]
+    frames = np.unique(np.linspace(0, len(times) - 1, min(len(times), MAX_FRAMES)).round())
+    frames = frames.astype(int)
+    ref = res["reference"][:MAX_ANIMATED_POINTS]
+    xs, ys = [], []
+    for k in range(min(PATHS_SHOWN, trajectory.shape[1])):
+        xs += [*trajectory[:, k, 0], None]
+        ys += [*trajectory[:, k, 1], None]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=ref[:, 0],
+        y=ref[:, 1],
+        mode="markers",
+        name="fresh data",
+        marker={"size": 3, "color": "rgba(150,150,150,0.5)"},
+    )
+    fig.add_scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        name="paths",
+        hoverinfo="skip",
+        line={"width": 0.7, "color": "rgba(214,39,40,0.25)"},
+    )
+    first = trajectory[frames[0]]
+    fig.add_scatter(
+        x=first[:, 0],
+        y=first[:, 1],
+        mode="markers",
+        name="particles",
+        marker={"size": 4, "color": "#1f77b4"},
+    )
+    fig.frames = [
+        go.Frame(
+            data=[go.Scatter(x=trajectory[k, :, 0], y=trajectory[k, :, 1])],
+            traces=[2],
+            name=str(k),
+        )
+        for k in frames
+    ]
+    step_args = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}
+    fig.update_layout(
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "t = "},
+                "pad": {"t": 30},
+                "steps": [
+                    {"label": f"{times[k]:.2f}", "method": "animate", "args": [[str(k)], step_args]}
+                    for k in frames
+                ],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0.0,
+                "y": 1.08,
+                "xanchor": "left",
+                "direction": "left",
+                "buttons": [
+                    {
+                        "label": "Play",
+                        "method": "animate",
+                        "args": [
+                            None,
+                            {"frame": {"duration": 80, "redraw": False}, "fromcurrent": True},
+                        ],
+                    },
+                    {
+                        "label": "Pause",
+                        "method": "animate",
+                        "args": [[None], {"mode": "immediate", "frame": {"duration": 0}}],
+                    },
+                ],
+            }
+        ],
+        legend={"orientation": "h", "y": -0.05},
+    )
+    return square_axes(fig, 600)
+
+
+def field_figure(points: np.ndarray, v: np.ndarray, particles: np.ndarray, t: float) -> go.Figure:
+    """Arrows of v(x, t) on a grid (scaled to the grid spacing), with the particles at t."""
+    speed = np.linalg.norm(v, axis=1)
+    spacing = points[1, 0] - points[0, 0]
+    scale = 0.9 * spacing / max(float(np.quantile(speed, 0.95)), 1e-8)
+    tips = points + scale * v
+    xs, ys, sizes = [], [], []
+    for p, q in zip(points, tips, strict=True):
+        xs += [p[0], q[0], None]
+        ys += [p[1], q[1], None]
+        sizes += [0, 7, 0]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=particles[:, 0],
+        y=particles[:, 1],
+        mode="markers",
+        name=f"particles at t = {t:.2f}",
+        marker={"size": 3, "color": "rgba(31,119,180,0.35)"},
+    )
+    fig.add_scatter(
+        x=xs,
+        y=ys,
+        mode="lines+markers",
+        name="v(x, t)",
+        hoverinfo="skip",
+        line={"width": 1.2, "color": "#d62728"},
+        marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": "#d62728"},
+    )
+    fig.update_layout(legend={"orientation": "h", "y": -0.05})
+    return square_axes(fig)
+
+
+def density_figure(d: dict, log_scale: bool) -> go.Figure:
+    z = d["log_prob"] if log_scale else np.exp(d["log_prob"])
+    if log_scale:
+        z = np.maximum(z, z.max() - 12.0)  # keep the colour range readable
+    fig = go.Figure(
+        go.Heatmap(
+            x=d["xs"],
+            y=d["ys"],
+            z=z,
+            colorscale="Viridis",
+            colorbar={"title": "log p" if log_scale else "p"},
+        )
+    )
+    return square_axes(fig)
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+class LiveLoss(Callback):
+    """Redraws the loss curve and the progress bar at each log record of ecnf.fit."""
+
+    def __init__(self, chart, progress, total: int) -> None:
+        self.chart, self.progress, self.total = chart, progress, total
+        self.rows: list[dict] = []
+
+    def on_log(self, record: dict) -> None:
+        self.rows.append({"step": record["step"], "loss": record["loss"]})
+        self.chart.line_chart(pd.DataFrame(self.rows), x="step", y="loss", height=260)
+        self.progress.progress(
+            record["step"] / self.total,
+            text=f"step {record['step']}/{self.total}, loss {record['loss']:.4f}, "
+            f"{record['steps_per_s']:.0f} steps/s",
+        )
+
+
+def train_controls() -> TrainConfig | None:
+    """The training form; returns a config when Train was pressed (None otherwise)."""
+    with st.form("p2_train_form"):
+        c1, c2, c3 = st.columns(3)
+        source = c1.selectbox(
+            "Source (t = 0)", TOY_DATASETS, index=TOY_DATASETS.index("gaussian"), key="p2_source"
+        )
+        target = c1.selectbox(
+            "Target (t = 1)", TOY_DATASETS, index=TOY_DATASETS.index("moons"), key="p2_target"
+        )
+        loss = c1.selectbox(
+            "Loss",
+            ["fm", "otcfm", "consistency"],
+            index=1,
+            key="p2_loss",
+            help="fm: independent pairs; otcfm: minibatch optimal-transport pairs; "
+            "consistency: the seed paper's velocity consistency loss (eqs. 6-8).",
+        )
+        arch = c2.radio("Architecture", ["mlp", "resnet"], horizontal=True, key="p2_arch")
+        width = c2.select_slider("Width", [32, 64, 128, 256], value=128, key="p2_width")
+        depth = c2.slider("Depth (hidden layers or residual blocks)", 1, 6, 3, key="p2_depth")
+        activation = c2.selectbox("Activation", ACTIVATIONS, key="p2_activation")
+        steps = c3.slider("Training steps", 20, 3000, 600, step=20, key="p2_train_steps")
+        lr = c3.select_slider(
+            "Learning rate",
+            [1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2],
+            value=2e-3,
+            format_func=lambda v: f"{v:g}",
+            key="p2_lr",
+            help="AdamW's peak learning rate, decayed to 0 on a cosine as for the shipped models.",
+        )
+        batch = c3.select_slider("Batch size", [64, 128, 256, 512], value=256, key="p2_batch")
+        pressed = st.form_submit_button("Train", type="primary", key="p2_train")
+    if not pressed:
+        return None
+    try:
+        if arch == "mlp":
+            model = MLPConfig(data_shape=(2,), width=width, depth=depth, activation=activation)
+        else:
+            model = ResNetConfig(
+                data_shape=(2,), width=width, num_blocks=depth, activation=activation
+            )
+        return TrainConfig(
+            data=target,
+            source=source,
+            model=model,
+            loss=LossConfig(loss),
+            steps=steps,
+            batch_size=batch,
+            lr=lr,
+            lr_schedule="cosine",
+            log_every=max(steps // 60, 5),
+            checkpoint_every=steps,
+            out_dir=str(session_workdir() / "playground_2d"),
+        )
+    except ValueError as error:
+        show_error(error, "pick another combination of the options above.")
+        return None
+
+
+def train(config: TrainConfig) -> None:
+    chart, progress = st.empty(), st.progress(0.0, text="starting...")
+    live = LiveLoss(chart, progress, config.steps)
+    try:
+        result = fit(config, [live], overwrite=True, command="studio: 2D playground")
+    except TrainingDiverged as error:
+        show_error(error, "lower the learning rate or pick a smaller network.")
+        return
+    except ValueError as error:
+        show_error(error, "change the options above.")
+        return
+    finally:
+        progress.empty()
+    chart.empty()
+    st.session_state[TRAINED] = {
+        "path": str(result.checkpoint),
+        "history": [{"step": r["step"], "loss": r["loss"]} for r in result.history],
+        "seconds": result.wall_time_s,
+        "label": f"{config.source} → {config.data}, {config.loss.name}, "
+        f"{config.model.arch} {config.model.width} x {depth_of(config.model)}, "
+        f"{config.steps} steps (this session)",
+    }
+
+
+def depth_of(model: MLPConfig | ResNetConfig) -> int:
+    return model.depth if isinstance(model, MLPConfig) else model.num_blocks
+
+
+def trained_model() -> tuple[str, str] | None:
+    config = train_controls()
+    if config is not None:
+        train(config)
+    trained = st.session_state.get(TRAINED)
+    if trained is None:
+        st.info("Choose the options and press **Train** (600 steps take a few seconds).")
+        return None
+    history = pd.DataFrame(trained["history"])
+    c1, c2 = st.columns([3, 1])
+    c1.line_chart(history, x="step", y="loss", height=260)
+    c2.metric("Final loss", f"{history['loss'].iloc[-1]:.4f}")
+    c2.metric("Training time", f"{trained['seconds']:.1f} s")
+    c2.caption(trained["label"])
+    return trained["path"], trained["label"]
+
+
+def shipped_model() -> tuple[str, str] | None:
+    shipped = list_checkpoints("2d")
+    if not shipped:
+        st.warning("No shipped 2D checkpoints were found; choose **Train your own**.")
+        return None
+    names = list(shipped)
+    default = names.index("moons_otcfm") if "moons_otcfm" in names else 0
+    name = st.selectbox("Shipped checkpoint", names, index=default, key="p2_checkpoint")
+    return shipped[name], f"2d/{name}"
+
+
+# ---- the page --------------------------------------------------------------------------------
+
+
+def show_model(path: str, label: str) -> None:
+    try:
+        stamp = file_stamp(path)
+        meta = checkpoint_meta(path, stamp)
+        data, source = meta["dataset"], meta.get("source", "gaussian")
+        if data not in TOY_DATASETS or tuple(meta["model_config"]["data_shape"]) != (2,):
+            raise ValueError(f"{label} was trained on {data!r}, not on 2D data")
+    except (ValueError, OSError, KeyError) as error:
+        show_error(error, "choose another checkpoint (2D models live in checkpoints/2d).")
+        return
+    set_active_checkpoint(label)
+    st.header("Sampling")
+    st.caption(
+        f"`{label}`: {source} → {data}, loss `{meta.get('loss')}`, {meta.get('steps')} "
+        "training steps."
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    method = c1.selectbox("Solver", METHODS, index=METHODS.index("rk4"), key="p2_method")
+    steps = tol = None
+    if method in FIXED_METHODS:
+        steps = c2.slider("Solver steps", 1, 100, 10, key="p2_steps")
+    else:
+        tol = c2.select_slider(
+            "Tolerance (rtol = atol)",
+            [1e-2, 1e-3, 1e-4, 1e-5],
+            value=1e-3,
+            format_func=lambda v: f"{v:g}",
+            key="p2_tol",
+        )
+    n = c3.slider("Points", 200, 2000, 1000, step=100, key="p2_points")
+    seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="p2_seed"))
+    try:
+        with st.spinner("Integrating..."):
+            res = sample_flow(path, stamp, source, data, method, steps, tol, n, seed)
+    except (ValueError, FileNotFoundError) as error:
+        show_error(error, "choose another solver, fewer steps or another checkpoint.")
+        return
+    solver = f"{method}, {steps} steps" if tol is None else f"{method}, tol {tol:g}"
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("NFE", res["nfe"], help="velocity evaluations spent by the solver")
+    m2.metric("Solve time", f"{res['seconds'] * 1000:.0f} ms")
+    m3.metric(f"W2 to fresh {data}", f"{res['w2']:.3f}")
+    m4.metric("Data-vs-data floor", f"{res['floor']:.3f}")
+    st.caption(
+        f"Exact W2 between n = {n} samples ({solver}, NFE = {res['nfe']}) and n = {n} fresh "
+        f"{data} points (seed {seed}); the floor is W2 between two fresh sets of n = {n}: "
+        "what a perfect model reaches at this sample size."
+    )
+
+    # lazy tabs: only the open one computes (the density is the expensive one)
+    views = st.tabs(list(VIEWS), key="p2_view", on_change="rerun")
+    for tab, view in zip(views, VIEWS.values(), strict=True):
+        if tab.open:
+            with tab:
+                view(path, stamp, source, res)
+
+
+def show_trajectories(path: str, stamp: int, source: str, res: dict) -> None:
+    st.plotly_chart(trajectory_figure(res), key="p2_trajectories")
+    st.caption(
+        f"{min(res['trajectory'].shape[1], MAX_ANIMATED_POINTS)} particles (paths of "
+        f"{PATHS_SHOWN}) on {len(res['times'])} recorded times; press Play or drag the time "
+        "slider. Grey: fresh data."
+    )
+
+
+def show_field(path: str, stamp: int, source: str, res: dict) -> None:
+    t = st.slider("Time t", 0.0, 1.0, 0.5, step=0.05, key="p2_field_t")
+    points, v = velocity_field(path, stamp, t)
+    nearest = int(np.abs(res["times"] - t).argmin())
+    st.plotly_chart(
+        field_figure(points, v, res["trajectory"][nearest], float(res["times"][nearest])),
+        key="p2_field",
+    )
+    st.caption(
+        "v(x, t) on a 21 x 21 grid, arrows scaled to the grid spacing; blue: the particles at "
+        "the recorded time nearest to t."
+    )
+
+
+def show_density(path: str, stamp: int, source: str, res: dict) -> None:
+    if source != "gaussian":
+        st.info(
+            f"The model density needs the log-density of the source; this model starts from "
+            f"`{source}`, and ecnf's likelihood assumes a standard normal source. Train from "
+            "`gaussian` to see it."
+        )
+        return
+    log_scale = st.toggle("log scale", value=True, key="p2_log_scale")
+    try:
+        with st.spinner("Integrating the density backwards from every grid point..."):
+            d = density(path, stamp)
+    except ValueError as error:
+        show_error(error, "choose another checkpoint.")
+        return
+    st.plotly_chart(density_figure(d, log_scale), key="p2_density")
+    st.caption(
+        f"log p(x) of the model on a {DENSITY_GRID} x {DENSITY_GRID} grid: RK4 with "
+        f"{DENSITY_STEPS} steps from t = 1 back to t = 0 (NFE = {d['nfe']}), exact divergence. "
+        f"Probability inside the square: {d['mass']:.3f}."
+    )
+
+
+VIEWS = {
+    "Trajectories": show_trajectories,
+    "Velocity field": show_field,
+    "Density": show_density,
+}
+
+
+st.title("2D playground")
+st.caption(
+    "Train a flow between two 2D distributions or pick a shipped one, then watch it carry "
+    "points from noise to data, look at its velocity field and density, and measure it."
+)
+mode = st.radio("Model", [SHIPPED, TRAIN], horizontal=True, key="p2_mode")
+chosen = shipped_model() if mode == SHIPPED else trained_model()
+if chosen is not None:
+    show_model(*chosen)

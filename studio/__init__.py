@@ -1,0 +1,43 @@
+"""UI-side helpers of the Streamlit studio: cached loaders, per-session state, display glue.
+
+Nothing here computes: every number the studio shows comes from :mod:`ecnf`. Read-only
+models are shared by all sessions through ``st.cache_resource`` and never mutated; what
+belongs to one user (a model trained in the studio, the active checkpoint) lives in
+``st.session_state`` or a session-scoped cache.
+"""
+
+from __future__ import annotations
+
+from .models import (
+    checkpoint_meta,
+    checkpoints_dir,
+    file_stamp,
+    list_checkpoints,
+    load_model,
+    model_device,
+    session_workdir,
+)
+from .ui import (
+    PAGES,
+    active_checkpoint,
+    device_label,
+    enlarged,
+    set_active_checkpoint,
+    show_error,
+)
+
+__all__ = [
+    "PAGES",
+    "active_checkpoint",
+    "checkpoint_meta",
+    "checkpoints_dir",
+    "device_label",
+    "enlarged",
+    "file_stamp",
+    "list_checkpoints",
+    "load_model",
+    "model_device",
+    "session_workdir",
+    "set_active_checkpoint",
+    "show_error",
+]

@@ -1,0 +1,76 @@
+"""Where checkpoints are, and thin cached loaders for them.
+
+A checkpoint is identified by its path and its modification time (``file_stamp``), so a
+model retrained into the same file is loaded afresh while unchanged files stay cached.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+import torch
+from torch import nn
+
+import ecnf
+from ecnf.checkpoint import checkpoint_info
+
+__all__ = [
+    "checkpoint_meta",
+    "checkpoints_dir",
+    "file_stamp",
+    "list_checkpoints",
+    "load_model",
+    "model_device",
+    "session_workdir",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def checkpoints_dir() -> Path:
+    """The checkpoint root: ``$ECNF_CHECKPOINTS_DIR`` or the repository's ``checkpoints/``."""
+    return Path(os.environ.get("ECNF_CHECKPOINTS_DIR") or REPO / "checkpoints")
+
+
+def list_checkpoints(kind: str) -> dict[str, str]:
+    """``{name: path}`` of the ``*.safetensors`` files under ``checkpoints_dir()/kind``."""
+    folder = checkpoints_dir() / kind
+    return {p.stem: str(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def file_stamp(path: str) -> int:
+    """The file's modification time in nanoseconds (part of every cache key)."""
+    return Path(path).stat().st_mtime_ns
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def load_model(path: str, stamp: int) -> nn.Module:
+    """The EMA network of a checkpoint, on CUDA when present; shared and never mutated."""
+    del stamp  # only part of the cache key
+    return ecnf.load(path)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def checkpoint_meta(path: str, stamp: int) -> dict:
+    """The checkpoint's JSON metadata (dataset, source, loss, steps...), header only."""
+    del stamp
+    info = checkpoint_info(path)
+    return {**info["metadata"], "model_config": info["model_config"]}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device holding the model's parameters."""
+    return next(model.parameters()).device
+
+
+@st.cache_resource(scope="session", on_release=lambda d: d.cleanup(), show_spinner=False)
+def _session_tempdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="ecnf-studio-")
+
+
+def session_workdir() -> Path:
+    """A temporary folder owned by this browser session, removed when the session ends."""
+    return Path(_session_tempdir().name)

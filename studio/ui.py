@@ -1,0 +1,56 @@
+"""Page list, sidebar facts, error display and image enlargement for the studio."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+__all__ = [
+    "PAGES",
+    "active_checkpoint",
+    "device_label",
+    "enlarged",
+    "set_active_checkpoint",
+    "show_error",
+]
+
+#: (file, url path, title, icon) of every page, in menu order; app.py routes them, Home
+#: links them. Each url path differs from its file's name on purpose: with a ``pages/``
+#: folder next to app.py, Streamlit's legacy multipage mode (used until the first
+#: ``st.navigation`` call of a server, and by AppTest on every run) would otherwise run a
+#: page named by its file directly, without the router and its sidebar.
+PAGES: list[tuple[str, str, str, str]] = [
+    ("pages/home.py", "start", "Home", ":material/home:"),
+    ("pages/playground_2d.py", "playground", "2D playground", ":material/scatter_plot:"),
+    ("pages/image_trajectories.py", "images", "Image trajectories", ":material/grid_view:"),
+]
+
+_ACTIVE = "active_checkpoint"
+
+
+def device_label() -> str:
+    """``CUDA: <name>`` on a GPU, else ``CPU (N threads)``."""
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def set_active_checkpoint(label: str | None) -> None:
+    """Record the checkpoint the current page works with (shown in the sidebar)."""
+    st.session_state[_ACTIVE] = label
+
+
+def active_checkpoint() -> str | None:
+    return st.session_state.get(_ACTIVE)
+
+
+def show_error(error: Exception, fix: str) -> None:
+    """Show a user-facing error and what to change, without a traceback."""
+    st.error(f"{error}\n\n**What to change:** {fix}", icon=":material/error:")
+
+
+def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
+    """Repeat pixels so a small image is shown about ``width`` wide without blurring."""
+    scale = max(1, width // image.shape[1])
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
