@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -23,6 +22,7 @@ from ecnf import (
     integrate,
     sample_toy,
 )
+from ecnf.figures import density_figure, field_figure, trajectory_figure
 from ecnf.nets import ACTIVATIONS
 from ecnf.playground import compare_to_data, log_density_grid, velocity_on_grid
 from ecnf.solvers import FIXED_METHODS
@@ -99,149 +99,6 @@ def density(path: str, stamp: int) -> dict:
         "nfe": grid.nfe,
         "mass": grid.mass,
     }
-
-
-# ---- figures -------------------------------------------------------------------------------
-
-
-def square_axes(fig: go.Figure, height: int = 520) -> go.Figure:
-    fig.update_xaxes(range=[-LIM, LIM], zeroline=False)
-    fig.update_yaxes(range=[-LIM, LIM], zeroline=False, scaleanchor="x", scaleratio=1)
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    return fig
-
-
-def trajectory_figure(res: dict) -> go.Figure:
-    """Particles from noise (t = 0) to data (t = 1), a play button and a time slider."""
-    trajectory, times = res["trajectory"][:, :MAX_ANIMATED_POINTS], res["times"]
-    frames = np.unique(np.linspace(0, len(times) - 1, min(len(times), MAX_FRAMES)).round())
-    frames = frames.astype(int)
-    ref = res["reference"][:MAX_ANIMATED_POINTS]
-    xs, ys = [], []
-    for k in range(min(PATHS_SHOWN, trajectory.shape[1])):
-        xs += [*trajectory[:, k, 0], None]
-        ys += [*trajectory[:, k, 1], None]
-    fig = go.Figure()
-    fig.add_scatter(
-        x=ref[:, 0],
-        y=ref[:, 1],
-        mode="markers",
-        name="fresh data",
-        marker={"size": 3, "color": "rgba(150,150,150,0.5)"},
-    )
-    fig.add_scatter(
-        x=xs,
-        y=ys,
-        mode="lines",
-        name="paths",
-        hoverinfo="skip",
-        line={"width": 0.7, "color": "rgba(214,39,40,0.25)"},
-    )
-    first = trajectory[frames[0]]
-    fig.add_scatter(
-        x=first[:, 0],
-        y=first[:, 1],
-        mode="markers",
-        name="particles",
-        marker={"size": 4, "color": "#1f77b4"},
-    )
-    fig.frames = [
-        go.Frame(
-            data=[go.Scatter(x=trajectory[k, :, 0], y=trajectory[k, :, 1])],
-            traces=[2],
-            name=str(k),
-        )
-        for k in frames
-    ]
-    step_args = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}
-    fig.update_layout(
-        sliders=[
-            {
-                "active": 0,
-                "currentvalue": {"prefix": "t = "},
-                "pad": {"t": 30},
-                "steps": [
-                    {"label": f"{times[k]:.2f}", "method": "animate", "args": [[str(k)], step_args]}
-                    for k in frames
-                ],
-            }
-        ],
-        updatemenus=[
-            {
-                "type": "buttons",
-                "showactive": False,
-                "x": 0.0,
-                "y": 1.08,
-                "xanchor": "left",
-                "direction": "left",
-                "buttons": [
-                    {
-                        "label": "Play",
-                        "method": "animate",
-                        "args": [
-                            None,
-                            {"frame": {"duration": 80, "redraw": False}, "fromcurrent": True},
-                        ],
-                    },
-                    {
-                        "label": "Pause",
-                        "method": "animate",
-                        "args": [[None], {"mode": "immediate", "frame": {"duration": 0}}],
-                    },
-                ],
-            }
-        ],
-        legend={"orientation": "h", "y": -0.05},
-    )
-    return square_axes(fig, 600)
-
-
-def field_figure(points: np.ndarray, v: np.ndarray, particles: np.ndarray, t: float) -> go.Figure:
-    """Arrows of v(x, t) on a grid (scaled to the grid spacing), with the particles at t."""
-    speed = np.linalg.norm(v, axis=1)
-    spacing = points[1, 0] - points[0, 0]
-    scale = 0.9 * spacing / max(float(np.quantile(speed, 0.95)), 1e-8)
-    tips = points + scale * v
-    xs, ys, sizes = [], [], []
-    for p, q in zip(points, tips, strict=True):
-        xs += [p[0], q[0], None]
-        ys += [p[1], q[1], None]
-        sizes += [0, 7, 0]
-    fig = go.Figure()
-    fig.add_scatter(
-        x=particles[:, 0],
-        y=particles[:, 1],
-        mode="markers",
-        name=f"particles at t = {t:.2f}",
-        marker={"size": 3, "color": "rgba(31,119,180,0.35)"},
-    )
-    fig.add_scatter(
-        x=xs,
-        y=ys,
-        mode="lines+markers",
-        name="v(x, t)",
-        hoverinfo="skip",
-        line={"width": 1.2, "color": "#d62728"},
-        marker={"symbol": "arrow", "angleref": "previous", "size": sizes, "color": "#d62728"},
-    )
-    fig.update_layout(legend={"orientation": "h", "y": -0.05})
-    return square_axes(fig)
-
-
-def density_figure(d: dict, log_scale: bool) -> go.Figure:
-    z = d["log_prob"] if log_scale else np.exp(d["log_prob"])
-    if log_scale:
-        z = np.maximum(z, z.max() - 12.0)  # keep the colour range readable
-    fig = go.Figure(
-        go.Heatmap(
-            x=d["xs"],
-            y=d["ys"],
-            z=z,
-            colorscale="Viridis",
-            colorbar={"title": "log p" if log_scale else "p"},
-        )
-    )
-    return square_axes(fig)
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -441,7 +298,9 @@ def show_model(path: str, label: str) -> None:
 
 
 def show_trajectories(path: str, stamp: int, source: str, res: dict) -> None:
-    st.plotly_chart(trajectory_figure(res), key="p2_trajectories")
+    st.plotly_chart(
+        trajectory_figure(res, MAX_ANIMATED_POINTS, MAX_FRAMES, PATHS_SHOWN), key="p2_trajectories"
+    )
     st.caption(
         f"{min(res['trajectory'].shape[1], MAX_ANIMATED_POINTS)} particles (paths of "
         f"{PATHS_SHOWN}) on {len(res['times'])} recorded times; press Play or drag the time "

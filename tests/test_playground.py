@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,18 @@ def test_compare_to_data_uses_seeded_fresh_sets():
     assert far.w2 > 9.0
     with pytest.raises(ValueError, match="shape"):
         compare_to_data(torch.zeros(5, 3), "moons")
+
+
+def test_figures_draw_what_they_are_given():
+    from ecnf.figures import density_figure, field_figure, trajectory_figure
+
+    traj = np.stack([np.zeros((5, 2)), np.ones((5, 2))])  # (T=2, N=5, 2)
+    fig = trajectory_figure(
+        {"trajectory": traj, "times": np.array([0.0, 1.0]), "reference": np.ones((5, 2))}
+    )
+    assert len(fig.frames) == 2 and list(fig.frames[-1].data[0].x) == [1.0] * 5
+    pts = np.array([[0.0, 0.0], [1.0, 0.0]])
+    fig = field_figure(pts, np.array([[1.0, 0.0], [0.0, 1.0]]), pts, 0.5)
+    assert fig.layout.yaxis.scaleanchor == "x"
+    grid = {"xs": np.arange(3.0), "ys": np.arange(3.0), "log_prob": np.zeros((3, 3))}
+    assert np.allclose(density_figure(grid, log_scale=False).data[0].z, 1.0)
