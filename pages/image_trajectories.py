@@ -26,6 +26,7 @@ from studio import (
     set_active_checkpoint,
     show_error,
 )
+from studio.training import session_checkpoints_of
 
 MAX_IMAGES, MAX_STEPS, ADAPTIVE_FRAMES = 64, 100, 20
 MAX_FRAMES = 51  # frames shown (and evaluated for endpoints) out of at most 101 recorded
@@ -124,6 +125,7 @@ def train_tiny_digits() -> None:
 def choose_checkpoint() -> tuple[str, str] | None:
     shipped = list_checkpoints("images")
     options = {f"images/{name}": path for name, path in shipped.items()}
+    options |= session_checkpoints_of("images")  # trained on the Train page
     trained = st.session_state.get(TRAINED)
     if trained is not None:
         options[trained["label"]] = trained["path"]

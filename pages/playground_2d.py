@@ -36,6 +36,7 @@ from studio import (
     set_active_checkpoint,
     show_error,
 )
+from studio.training import session_checkpoints_of
 
 LIM = 4.5
 MAX_ANIMATED_POINTS, MAX_FRAMES, PATHS_SHOWN = 600, 51, 150
@@ -227,7 +228,7 @@ def trained_model() -> tuple[str, str] | None:
 
 
 def shipped_model() -> tuple[str, str] | None:
-    shipped = list_checkpoints("2d")
+    shipped = list_checkpoints("2d") | session_checkpoints_of("2d")
     if not shipped:
         st.warning("No shipped 2D checkpoints were found; choose **Train your own**.")
         return None

@@ -24,6 +24,9 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("pages/home.py", "start", "Home", ":material/home:"),
     ("pages/playground_2d.py", "playground", "2D playground", ":material/scatter_plot:"),
     ("pages/image_trajectories.py", "images", "Image trajectories", ":material/grid_view:"),
+    ("pages/train.py", "training", "Train", ":material/model_training:"),
+    ("pages/solver_lab.py", "solvers", "Solver lab", ":material/timeline:"),
+    ("pages/likelihood_lab.py", "likelihood", "Likelihood lab", ":material/bar_chart:"),
 ]
 
 _ACTIVE = "active_checkpoint"

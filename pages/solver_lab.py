@@ -1,0 +1,276 @@
+"""Solver lab: one model, one batch of noise, every fixed-step solver at several NFE budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from plotly.subplots import make_subplots
+
+from ecnf import integrate, load_images, sample_toy, wasserstein2
+from ecnf.cards import BUDGETS, solver_grid
+from ecnf.data import DatasetNotFoundError, to_model_range
+from ecnf.labs import chord_deviation, straightness
+from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classifier_path
+from ecnf.metrics.images import feature_statistics, frechet_distance
+from ecnf.viz import image_grid
+from studio import (
+    checkpoint_meta,
+    enlarged,
+    file_stamp,
+    list_checkpoints,
+    load_model,
+    model_device,
+    set_active_checkpoint,
+    show_error,
+)
+from studio.training import session_checkpoints
+
+BUDGET_CHOICES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 40)
+SHOWN_POINTS, SHOWN_IMAGES = 500, 8
+LIM = 4.5
+
+
+def all_checkpoints() -> dict[str, str]:
+    options = {f"2d/{k}": v for k, v in list_checkpoints("2d").items()}
+    options |= {f"images/{k}": v for k, v in list_checkpoints("images").items()}
+    return options | session_checkpoints()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def feature_net(dataset: str) -> ClassifierFeatures:
+    return ClassifierFeatures(shipped_classifier_path(dataset))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def real_features(dataset: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier features of n test images and of n training images (the floor's pair)."""
+    net = feature_net(dataset)
+    test = to_model_range(load_images(dataset, train=False)[:n])
+    train = to_model_range(load_images(dataset, train=True)[:n])
+    return net.features(test).numpy(), net.features(train).numpy()
+
+
+def quality_2d(x: torch.Tensor, fresh: torch.Tensor) -> float:
+    return wasserstein2(x.cpu(), fresh)
+
+
+def fd(features: np.ndarray, reference: np.ndarray) -> float:
+    return frechet_distance(*feature_statistics(features), *feature_statistics(reference))
+
+
+def noise_and_judge(path: str, stamp: int, n: int, seed: int):
+    """The seeded noise batch and a function scoring samples (lower is better), its floor."""
+    meta = checkpoint_meta(path, stamp)
+    shape = tuple(meta["model_config"]["data_shape"])
+    g = torch.Generator().manual_seed(seed)
+    if shape == (2,):
+        x0 = sample_toy(meta.get("source", "gaussian"), n, generator=g)
+        fresh = sample_toy(meta["dataset"], n, generator=g)
+        other = sample_toy(meta["dataset"], n, generator=g)
+        return x0, lambda x: quality_2d(x, fresh), wasserstein2(other, fresh)
+    x0 = torch.randn((n, *shape), generator=g)
+    dataset = meta["dataset"]
+    if dataset not in CLASSIFIER_DATASETS:
+        return x0, None, None
+    net = feature_net(dataset)
+    test, train = real_features(dataset, n)
+    return x0, lambda x: fd(net.features(x.cpu()).numpy(), test), fd(train, test)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def solver_sweep(path: str, stamp: int, budgets: tuple[int, ...], n: int, seed: int) -> dict:
+    model = load_model(path, stamp)
+    device = model_device(model)
+    x0, judge, floor = noise_and_judge(path, stamp, n, seed)
+    rows, samples = [], {}
+    for method, steps, nfe in solver_grid(budgets):
+        sol = integrate(model, x0.to(device), method=method, steps=steps, return_trajectory=True)
+        trajectory = sol.trajectory.cpu()
+        rows.append(
+            {
+                "method": method,
+                "steps": steps,
+                "nfe": sol.nfe,
+                "quality": judge(sol.x) if judge else None,
+                "straightness": straightness(trajectory).mean().item(),
+                "chord deviation": chord_deviation(trajectory, sol.times.cpu()).mean().item(),
+            }
+        )
+        shown = sol.x.cpu()
+        if shown.ndim == 2:
+            samples[(method, nfe)] = shown[:SHOWN_POINTS].numpy()
+        else:
+            samples[(method, nfe)] = image_grid(shown[:SHOWN_IMAGES], nrow=SHOWN_IMAGES // 2)
+    return {"rows": rows, "samples": samples, "floor": floor}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def adaptive_run(path: str, stamp: int, tol: float, n: int, seed: int) -> dict:
+    model = load_model(path, stamp)
+    x0, judge, _ = noise_and_judge(path, stamp, n, seed)
+    sol = integrate(model, x0.to(model_device(model)), method="dopri5", rtol=tol, atol=tol)
+    return {"nfe": sol.nfe, "quality": judge(sol.x) if judge else None}
+
+
+def quality_figure(rows: pd.DataFrame, floor: float | None, name: str, adaptive: dict):
+    fig = go.Figure()
+    for method, part in rows.groupby("method", sort=False):
+        fig.add_scatter(x=part["nfe"], y=part["quality"], mode="lines+markers", name=method)
+    if adaptive["quality"] is not None:
+        fig.add_scatter(
+            x=[adaptive["nfe"]],
+            y=[adaptive["quality"]],
+            mode="markers",
+            marker={"symbol": "star", "size": 12},
+            name="dopri5",
+        )
+    if floor is not None:
+        fig.add_hline(
+            y=floor, line_dash="dash", line_color="grey", annotation_text="data-vs-data floor"
+        )
+    fig.update_xaxes(type="log", title="NFE (velocity evaluations)")
+    fig.update_yaxes(type="log", title=name)
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def small_multiples_2d(samples: dict, methods: list[str], budgets: list[int]) -> go.Figure:
+    fig = make_subplots(
+        rows=len(methods),
+        cols=len(budgets),
+        row_titles=methods,
+        column_titles=[f"NFE {b}" for b in budgets],
+        horizontal_spacing=0.01,
+        vertical_spacing=0.02,
+    )
+    for i, method in enumerate(methods, start=1):
+        for j, nfe in enumerate(budgets, start=1):
+            x = samples.get((method, nfe))
+            if x is not None:
+                fig.add_scattergl(
+                    x=x[:, 0],
+                    y=x[:, 1],
+                    mode="markers",
+                    marker={"size": 2, "color": "#1f77b4"},
+                    showlegend=False,
+                    hoverinfo="skip",
+                    row=i,
+                    col=j,
+                )
+    fig.update_xaxes(range=[-LIM, LIM], showticklabels=False)
+    fig.update_yaxes(range=[-LIM, LIM], showticklabels=False)
+    fig.update_layout(height=140 * len(methods) + 60, margin={"l": 10, "r": 30, "t": 40, "b": 10})
+    return fig
+
+
+st.title("Solver lab")
+st.caption(
+    "The same noise, integrated by every fixed-step solver at each budget of velocity "
+    "evaluations (NFE): how quickly does each one reach the model's own samples?"
+)
+options = all_checkpoints()
+if not options:
+    st.info("No checkpoint found: train one on the Train page or add shipped ones.")
+    st.stop()
+names = list(options)
+default = names.index("2d/moons_otcfm") if "2d/moons_otcfm" in names else 0
+label = st.selectbox("Model", names, index=default, key="sl_model")
+path = options[label]
+try:
+    stamp = file_stamp(path)
+    meta = checkpoint_meta(path, stamp)
+    is_2d = tuple(meta["model_config"]["data_shape"]) == (2,)
+except (ValueError, OSError, KeyError) as error:
+    show_error(error, "choose another checkpoint.")
+    st.stop()
+set_active_checkpoint(label)
+c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+budgets = c1.multiselect("NFE budgets", BUDGET_CHOICES, default=list(BUDGETS), key="sl_budgets")
+counts = (250, 500, 1000, 2000) if is_2d else (32, 64, 128, 256)
+n = c2.select_slider("Samples", counts, value=counts[1], key=f"sl_n_{is_2d}")
+seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="sl_seed"))
+tol = c4.select_slider(
+    "dopri5 tolerance",
+    [1e-2, 1e-3, 1e-4, 1e-5],
+    value=1e-3,
+    format_func=lambda v: f"{v:g}",
+    key="sl_tol",
+)
+if not budgets:
+    st.info("Pick at least one NFE budget.")
+    st.stop()
+budgets = tuple(sorted(budgets))
+try:
+    with st.spinner("Integrating every solver at every budget..."):
+        sweep = solver_sweep(path, stamp, budgets, n, seed)
+        adaptive = adaptive_run(path, stamp, tol, n, seed)
+except (ValueError, OSError, DatasetNotFoundError) as error:
+    show_error(error, "choose another model or fewer samples.")
+    st.stop()
+
+rows = pd.DataFrame(sweep["rows"])
+if rows.empty:
+    st.info("No solver can spend these budgets exactly; add a budget divisible by 2 or 4.")
+    st.stop()
+quality_name = f"W2 to fresh {meta['dataset']}" if is_2d else None
+if not is_2d and meta["dataset"] in CLASSIFIER_DATASETS:
+    quality_name = feature_net(meta["dataset"]).metric_prefix
+m1, m2, m3 = st.columns(3)
+m1.metric(
+    "dopri5 NFE", adaptive["nfe"], help=f"evaluations it really used at rtol = atol = {tol:g}"
+)
+if adaptive["quality"] is not None:
+    m2.metric(f"dopri5 {quality_name}", f"{adaptive['quality']:.4g}")
+if sweep["floor"] is not None:
+    m3.metric("Data-vs-data floor", f"{sweep['floor']:.4g}")
+
+st.subheader("Quality against NFE")
+if quality_name is None:
+    st.info(f"No shipped classifier judges `{meta['dataset']}` images; only samples are shown.")
+else:
+    st.plotly_chart(quality_figure(rows, sweep["floor"], quality_name, adaptive), key="sl_quality")
+    how = (
+        f"exact W2 between {n} samples and {n} fresh data points; the floor is W2 between "
+        "two fresh data sets of the same size"
+        if is_2d
+        else f"Frechet distance in the features of the shipped {meta['dataset']} classifier "
+        f"({quality_name}, not FID) between {n} samples and {n} test images; the floor "
+        f"compares {n} training images with the same test images"
+    )
+    st.caption(f"Lower is better: {how}. Noise seed {seed}.")
+
+st.subheader("Samples")
+methods = list(dict.fromkeys(rows["method"]))
+if is_2d:
+    st.plotly_chart(
+        small_multiples_2d(sweep["samples"], methods, list(budgets)), key="sl_multiples"
+    )
+else:
+    for method in methods:
+        st.caption(f"**{method}**")
+        columns = st.columns(len(budgets))
+        for column, nfe in zip(columns, budgets, strict=True):
+            grid = sweep["samples"].get((method, nfe))
+            if grid is not None:
+                column.image(enlarged(grid, 160), caption=f"NFE {nfe}")
+st.caption("An empty cell: the solver cannot spend that budget exactly.")
+
+st.subheader("Straightness")
+fig = go.Figure()
+for method, part in rows.groupby("method", sort=False):
+    fig.add_scatter(x=part["nfe"], y=part["straightness"], mode="lines+markers", name=method)
+fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="straight")
+fig.update_xaxes(type="log", title="NFE")
+fig.update_yaxes(title="path length / endpoint distance")
+fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+st.plotly_chart(fig, key="sl_straightness")
+st.caption(
+    "Mean over samples of the recorded path's length divided by the distance from noise to "
+    "sample (1 = a straight line, `ecnf.labs.straightness`); the chord deviation in the table "
+    "is the mean distance from the constant-speed straight path. Few steps record few "
+    "points, so coarse solvers always look straight: read the value at the largest NFE."
+)
+st.dataframe(rows.rename(columns={"quality": quality_name or "quality"}), hide_index=True)

@@ -1,0 +1,243 @@
+"""Train: configure a flow matching run, watch it live, stop and resume it, reuse its checkpoint."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from ecnf import (
+    TOY_DATASETS,
+    LossConfig,
+    MLPConfig,
+    ResNetConfig,
+    TrainConfig,
+    UNetConfig,
+    load_images,
+)
+from ecnf.data import DatasetNotFoundError, dataset_shape
+from ecnf.nets import ACTIVATIONS
+from ecnf.viz import image_grid
+from studio import enlarged, session_workdir, show_error
+from studio.training import add_session_checkpoint, current_run, session_checkpoints, start_run
+
+IMAGE_SETS = ("digits", "fashion_mnist", "cifar10")
+LOSSES = {
+    "fm": "flow matching (independent pairs)",
+    "otcfm": "OT-CFM (minibatch optimal transport pairs)",
+    "consistency": "velocity consistency (seed paper eqs. 6-8)",
+}
+ON_GPU = torch.cuda.is_available()
+LIM = 4.5
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def missing_data(name: str) -> str | None:
+    """Why image data set ``name`` cannot be loaded here (None when it can)."""
+    if name in TOY_DATASETS or name == "digits":
+        return None
+    try:
+        load_images(name, train=False)
+    except DatasetNotFoundError as error:
+        return str(error)
+    return None
+
+
+def model_controls(shape: tuple[int, ...]):
+    """Architecture widgets; returns a model config for data of ``shape``."""
+    archs = ["mlp", "resnet"] if len(shape) == 1 else ["unet", "mlp", "resnet"]
+    c1, c2, c3 = st.columns(3)
+    arch = c1.radio("Architecture", archs, horizontal=True, key="tr_arch")
+    if arch == "unet":
+        channels = c2.select_slider("Channels", [8, 16, 32, 64, 128], value=32, key="tr_channels")
+        levels = 2 if shape[-1] <= 8 else 3
+        c3.caption("The UNet uses SiLU; the adaptive activation applies to MLP and ResNet.")
+        return UNetConfig(
+            data_shape=shape,
+            channels=channels,
+            channel_mult=(1, 2, 2)[:levels],
+            attention_levels=(),
+        )
+    activation = c1.selectbox(
+        "Activation", ACTIVATIONS, index=ACTIVATIONS.index("silu"), key="tr_activation"
+    )
+    width = c2.select_slider("Width", [32, 64, 128, 256, 512], value=256, key="tr_width")
+    depth = c3.slider("Depth (layers or residual blocks)", 1, 8, 3, key="tr_depth")
+    if arch == "mlp":
+        return MLPConfig(data_shape=shape, width=width, depth=depth, activation=activation)
+    return ResNetConfig(data_shape=shape, width=width, num_blocks=depth, activation=activation)
+
+
+def config_controls() -> tuple[TrainConfig, str] | None:
+    """The whole form: returns the run's config and a label, or None if the data are missing."""
+    c1, c2 = st.columns(2)
+    data = c1.selectbox(
+        "Data set", [*TOY_DATASETS, *IMAGE_SETS], index=TOY_DATASETS.index("moons"), key="tr_data"
+    )
+    shape = dataset_shape(data)
+    problem = missing_data(data)
+    if problem is not None:
+        st.error(f"`{data}` is not available on this machine.\n\n{problem}")
+        st.caption(
+            "Fashion-MNIST: `apt-get install dataset-fashion-mnist` (Debian) or any machine "
+            "online. CIFAR-10: a `cifar-10-batches-py` folder under the data root, or online."
+        )
+        return None
+    source = "gaussian"
+    if len(shape) == 1:
+        source = c2.selectbox(
+            "Source (t = 0)", TOY_DATASETS, index=TOY_DATASETS.index("gaussian"), key="tr_source"
+        )
+    else:
+        c2.caption(f"Images of shape {shape}; the source is standard Gaussian noise.")
+    loss = c2.selectbox("Loss", list(LOSSES), format_func=LOSSES.get, key="tr_loss")
+    model = model_controls(shape)
+    st.subheader("Optimisation", help="Defaults are the seed paper's: AdamW, EMA 0.999.")
+    c1, c2, c3, c4 = st.columns(4)
+    steps = int(c1.number_input("Steps", 10, 200_000, 2000, step=100, key="tr_steps"))
+    batch = c1.select_slider(
+        "Batch size",
+        [32, 64, 128, 256, 512, 1024],
+        value=512 if ON_GPU else 256,
+        key="tr_batch",
+        help="The seed paper uses 512; 256 is the default on a CPU.",
+    )
+    lr = c2.number_input("Learning rate", 1e-6, 1e-1, 2e-4, format="%.1e", step=1e-4, key="tr_lr")
+    weight_decay = c2.number_input(
+        "Weight decay", 0.0, 1e-1, 1e-4, format="%.1e", step=1e-4, key="tr_wd"
+    )
+    ema = c3.number_input("EMA decay", 0.0, 0.99999, 0.999, format="%.4f", step=0.001, key="tr_ema")
+    schedule = c3.selectbox("LR schedule", ["constant", "cosine"], key="tr_schedule")
+    seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed"))
+    preview_every = int(
+        c4.number_input(
+            "Preview every (steps, 0 = never)", 0, 100_000, 200, step=50, key="tr_preview"
+        )
+    )
+    try:
+        config = TrainConfig(
+            data=data,
+            source=source,
+            model=model,
+            loss=LossConfig(loss),
+            steps=steps,
+            batch_size=batch,
+            lr=float(lr),
+            weight_decay=float(weight_decay),
+            ema_decay=float(ema),
+            lr_schedule=schedule,
+            seed=seed,
+            log_every=max(1, min(25, steps // 40)),
+            checkpoint_every=steps,
+            sample_every=preview_every,
+            num_preview=500 if len(shape) == 1 else 16,
+            out_dir=str(session_workdir() / "train" / f"{data}_{loss}_{model.arch}_{seed}"),
+        )
+    except ValueError as error:
+        show_error(error, "pick another combination of the options above.")
+        return None
+    label = f"session/{data}_{loss}_{model.arch}_seed{seed}"
+    return config, label
+
+
+def loss_chart(records: list[dict]) -> None:
+    frame = pd.DataFrame([{"step": r["step"], "loss": r["loss"]} for r in records])
+    st.line_chart(frame, x="step", y="loss", height=260)
+
+
+def show_preview(preview, data: str) -> None:
+    step, samples = preview
+    if samples.ndim == 2:
+        fig = go.Figure(
+            go.Scattergl(
+                x=samples[:, 0].numpy(),
+                y=samples[:, 1].numpy(),
+                mode="markers",
+                marker={"size": 3, "color": "#1f77b4"},
+            )
+        )
+        fig.update_xaxes(range=[-LIM, LIM])
+        fig.update_yaxes(range=[-LIM, LIM], scaleanchor="x")
+        fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+        st.plotly_chart(fig, key="tr_preview_chart")
+    else:
+        st.image(enlarged(image_grid(samples, nrow=4), 320))
+    st.caption(f"EMA samples of `{data}` at step {step}: RK4, 10 steps, fixed noise.")
+
+
+def show_run() -> None:
+    """Live view of this session's run; reruns itself every second while the run goes on."""
+    run = current_run()
+    if run is None:
+        st.info("Choose the options and press **Start**.")
+        return
+    records, preview = run.recorder.snapshot()
+    total = run.config.steps
+    step = records[-1]["step"] if records else run.recorder.start_step
+    if run.running:
+        st.progress(min(step / total, 1.0), text=f"`{run.label}`: step {step}/{total}")
+    elif run.error is not None:
+        show_error(*run.error)
+    else:
+        st.success(f"`{run.label}` {run.reason} at step {step}/{total}.")
+    if records:
+        last = records[-1]
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Step", f"{step}/{total}")
+        m2.metric("Loss", f"{last['loss']:.4f}")
+        m3.metric("Throughput", f"{last['samples_per_s']:.0f} samples/s")
+        m4.metric("ETA", f"{last['eta_s']:.0f} s" if run.running else "-")
+        left, right = st.columns([3, 2])
+        with left:
+            loss_chart(records)
+        with right:
+            if preview is not None:
+                show_preview(preview, run.config.data)
+            else:
+                st.caption("No preview yet (see *Preview every*).")
+    elif run.running:
+        st.caption("Starting: the first record comes after a few steps.")
+    if not run.running and run.error is None and run.checkpoint and not run.registered:
+        add_session_checkpoint(run.label, run.checkpoint)
+        run.registered = True
+    if run.running:
+        return
+    if st.session_state.get("tr_was_running"):
+        st.session_state["tr_was_running"] = False
+        st.rerun()  # re-enable Start and Resume outside the fragment
+
+
+st.title("Train")
+st.caption(
+    "Train a velocity network by flow matching in the background. The run belongs to this "
+    "browser tab: its checkpoint is written to the session's temporary folder and can be "
+    "picked on the other pages while this session lasts."
+)
+chosen = config_controls()
+run = current_run()
+running = run is not None and run.running
+b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+if b1.button("Start", type="primary", disabled=running or chosen is None, key="tr_start"):
+    start_run(*chosen)
+    st.rerun()  # redraw the buttons with Start disabled
+if b2.button("Stop", disabled=not running, key="tr_stop"):
+    run.stop()
+    with st.spinner("Stopping at the next step; the state is saved..."):
+        run.thread.join(timeout=60)
+    st.rerun()
+if b3.button("Resume", disabled=run is None or not run.resumable, key="tr_resume"):
+    run.start(resume=True)
+    st.rerun()
+st.session_state["tr_was_running"] = running
+
+st.fragment(show_run, run_every=1.0 if running else None)()
+
+trained = session_checkpoints()
+if trained:
+    st.subheader("Checkpoints of this session")
+    st.dataframe(
+        pd.DataFrame([{"checkpoint": k, "file": v} for k, v in trained.items()]),
+        hide_index=True,
+    )
+    st.caption("The Solver lab and the Likelihood lab list these beside the shipped models.")

@@ -1,0 +1,201 @@
+"""The studio's Train, Solver lab and Likelihood lab pages, driven headless by AppTest.
+
+The pages point at tiny checkpoints trained here (``ECNF_CHECKPOINTS_DIR``); the Train page
+runs a real background run of a few steps and is polled until its thread finishes.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ecnf import LossConfig, MLPConfig, TrainConfig, UNetConfig, fit
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 120
+TRAIN, SOLVERS, LIKELIHOOD = "pages/train.py", "pages/solver_lab.py", "pages/likelihood_lab.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory) -> Path:
+    """A checkpoint folder like checkpoints/: one tiny 2D flow and a tiny digits UNet."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    (root / "2d").mkdir()
+    (root / "images").mkdir()
+    runs = tmp_path_factory.mktemp("runs")
+    for name, steps in (("moons_fm", 20), ("moons_otcfm", 10)):
+        config = TrainConfig(
+            data="moons",
+            model=MLPConfig(width=32, depth=2),
+            loss=LossConfig(name.split("_")[1]),
+            steps=steps,
+            batch_size=64,
+            lr=2e-3,
+            log_every=5,
+            out_dir=str(runs / name),
+        )
+        shutil.copy(fit(config).checkpoint, root / "2d" / f"{name}.safetensors")
+    unet = UNetConfig(
+        data_shape=(1, 8, 8),
+        channels=8,
+        channel_mult=(1, 2),
+        attention_levels=(),
+        mid_attention=False,
+        num_heads=1,
+    )
+    config = TrainConfig(data="digits", model=unet, steps=4, batch_size=32, out_dir=str(runs / "d"))
+    shutil.copy(fit(config).checkpoint, root / "images" / "tiny_digits.safetensors")
+    return root
+
+
+@pytest.fixture
+def studio(tiny_checkpoints, monkeypatch) -> Path:
+    monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(tiny_checkpoints))
+    return tiny_checkpoints
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r} among {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def wait_for_run(at: AppTest, seconds: float = 60) -> None:
+    """Rerun until the session's training thread has finished."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = at.session_state["train_run"]
+        if not run.running:
+            break
+        time.sleep(0.3)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def small_run(at: AppTest, steps: int) -> None:
+    at.number_input(key="tr_steps").set_value(steps)
+    at.select_slider(key="tr_width").set_value(32)
+    at.slider(key="tr_depth").set_value(1)
+    at.select_slider(key="tr_batch").set_value(64)
+    at.number_input(key="tr_lr").set_value(2e-3)
+    at.number_input(key="tr_preview").set_value(10)
+
+
+def test_train_runs_in_the_background_and_registers_its_checkpoint(studio):
+    at = open_page(TRAIN)
+    assert [t.value for t in at.title] == ["Train"]
+    assert at.info  # nothing started yet
+    assert at.button(key="tr_resume").disabled
+    assert at.number_input(key="tr_lr").value == pytest.approx(2e-4)
+    assert at.number_input(key="tr_ema").value == pytest.approx(0.999)
+    small_run(at, 20)
+    at.button(key="tr_start").click().run()
+    assert not at.exception, at.exception
+    wait_for_run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Step") == "20/20"
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curve
+    assert at.get("plotly_chart")  # the 2D preview
+    assert any("completed" in s.value for s in at.success)
+    labels = list(at.session_state["session_checkpoints"])
+    assert labels == ["session/moons_fm_mlp_seed0"]
+    assert not at.button(key="tr_start").disabled
+
+
+def test_train_stop_then_resume(studio):
+    at = open_page(TRAIN)
+    small_run(at, 100_000)
+    at.number_input(key="tr_preview").set_value(0)
+    at.button(key="tr_start").click().run()
+    run = at.session_state["train_run"]
+    try:
+        assert at.button(key="tr_start").disabled  # one run per session at a time
+        assert not at.button(key="tr_stop").disabled
+        time.sleep(1.0)
+        at.button(key="tr_stop").click().run()
+        assert not at.exception, at.exception
+        assert run.reason == "stopped" and not run.running
+        first = run.recorder.snapshot()[0][-1]["step"]
+        assert first > 0
+        assert not at.button(key="tr_resume").disabled
+        at.button(key="tr_resume").click().run()
+        assert at.session_state["train_run"] is run and at.button(key="tr_start").disabled
+        time.sleep(1.0)
+        at.button(key="tr_stop").click().run()
+        assert not at.exception, at.exception
+        assert run.reason == "stopped" and run.error is None
+        assert run.recorder.start_step >= first  # fit continued from the saved step
+        assert run.recorder.snapshot()[0][-1]["step"] > first
+    finally:
+        run.stop()
+        run.thread.join(timeout=30)
+
+
+def test_train_shows_missing_data_and_fit_errors_without_traceback(studio, monkeypatch):
+    monkeypatch.setenv("ECNF_DATA", str(studio / "no-data-here"))
+    at = open_page(TRAIN)
+    at.selectbox(key="tr_data").set_value("cifar10").run()
+    assert not at.exception, at.exception
+    assert at.error and "not available" in at.error[0].value
+    assert at.button(key="tr_start").disabled
+
+
+def test_solver_lab_2d_chart_follows_budgets_and_model(studio):
+    at = open_page(SOLVERS)
+    assert [t.value for t in at.title] == ["Solver lab"]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 3  # quality, small multiples, straightness
+    assert int(metric(at, "dopri5 NFE")) > 0
+    assert float(metric(at, "Data-vs-data floor")) > 0
+    table = at.dataframe[0].value
+    assert set(table["nfe"]) == {1, 2, 4, 10, 20}
+    assert (table["straightness"] >= 1 - 1e-5).all()
+    at.multiselect(key="sl_budgets").set_value([2, 8]).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert set(table["nfe"]) == {2, 8}
+    assert set(table["method"]) == {"euler", "midpoint", "heun", "rk4"}
+    at.selectbox(key="sl_model").set_value("2d/moons_fm").run()
+    assert not at.exception, at.exception
+    assert "2d/moons_fm" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_solver_lab_images_use_the_classifier_distance(studio):
+    at = open_page(SOLVERS)
+    at.selectbox(key="sl_model").set_value("images/tiny_digits").run()
+    at.multiselect(key="sl_budgets").set_value([1, 2]).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "FD-DIGITS" in at.dataframe[0].value.columns
+    assert float(metric(at, "Data-vs-data floor")) >= 0
+    assert len(at.image) == 4  # euler at NFE 1 and 2, midpoint and heun at 2; rk4 needs 4
+
+
+def test_likelihood_lab_spread_follows_the_probes(studio):
+    at = open_page(LIKELIHOOD)
+    assert [t.value for t in at.title] == ["Likelihood lab"]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 2  # spread and density
+    one = float(metric(at, "Spread over repeats"))
+    exact = float(metric(at, "Exact mean log p"))
+    assert one > 0
+    at.slider(key="ll_probes").set_value(16).run()
+    assert not at.exception, at.exception
+    sixteen = float(metric(at, "Spread over repeats"))
+    assert sixteen < one
+    assert float(metric(at, "Exact mean log p")) == exact  # the exact value does not move
+    at.radio(key="ll_probe").set_value("gaussian").run()
+    assert not at.exception, at.exception
+    assert "gaussian probe" in " ".join(c.value for c in at.caption)
+    bpd = metric(at, "Bits per dimension")
+    assert "±" in bpd and float(bpd.split()[0]) > 0
+    assert int(metric(at, "NFE")) == 20  # rk4, 5 steps
