@@ -128,26 +128,37 @@ def _fmt(value, digits=4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def render_card(name: str, info: dict, evaluation: dict) -> str:
-    """Markdown model card from :func:`~ecnf.checkpoint.checkpoint_info` and an evaluation."""
-    meta = info["metadata"]
-    model = info["model_config"]
-    params = info["tensors"]["model"]["numel"] if "model" in info.get("tensors", {}) else None
+def _training_record(info: dict) -> list[str]:
+    """The card section read from the checkpoint header: command, budget, hardware, file."""
+    meta, model = info["metadata"], info["model_config"]
+    params = info.get("tensors", {}).get("model", {}).get("numel")
     lines = [
-        f"# {name}",
-        "",
-        f"A continuous normalizing flow from `{evaluation['source']}` noise to "
-        f"`{evaluation['data']}`, trained with the `{meta.get('loss')}` objective.",
-        "",
         "## Training record (read from the checkpoint)",
         "",
         f"- Command: `{meta.get('command')}`",
+    ]
+    lines += [f"- Resumed with: `{c}`" for c in meta.get("resumed_with") or []]
+    lines += [
         f"- Steps: {meta.get('steps')}, batch {meta.get('batch_size')}, "
         f"wall time {meta.get('wall_time_s')} s on {meta.get('hardware')}",
         f"- Versions: {meta.get('versions')}",
         f"- Network: `{model.get('arch')}` {model}, {params} parameters",
         f"- File: {info['file_bytes'] / 1e6:.2f} MB, weights `{meta.get('weights', 'raw')}`",
         "",
+    ]
+    return lines
+
+
+def render_card(name: str, info: dict, evaluation: dict) -> str:
+    """Markdown model card from :func:`~ecnf.checkpoint.checkpoint_info` and an evaluation."""
+    meta = info["metadata"]
+    lines = [
+        f"# {name}",
+        "",
+        f"A continuous normalizing flow from `{evaluation['source']}` noise to "
+        f"`{evaluation['data']}`, trained with the `{meta.get('loss')}` objective.",
+        "",
+        *_training_record(info),
         "## Sample quality against the number of function evaluations (NFE)",
         "",
         f"Exact Wasserstein-2 distance (POT-equivalent exact assignment) and unbiased MMD² "
@@ -288,8 +299,7 @@ def evaluate_image_checkpoint(
 
 def render_image_card(name: str, info: dict, evaluation: dict) -> str:
     """Markdown model card for an image checkpoint (metrics named after their feature net)."""
-    meta, model = info["metadata"], info["model_config"]
-    params = info["tensors"]["model"]["numel"]
+    meta = info["metadata"]
     names = evaluation["metrics"]
     keys = [names[k] for k in ("fd", "kid", "is") if k in names] + ["sample_entropy"]
     floor = evaluation["floor"]
@@ -299,15 +309,7 @@ def render_image_card(name: str, info: dict, evaluation: dict) -> str:
         f"A continuous normalizing flow from Gaussian noise to `{evaluation['data']}` images, "
         f"trained with the `{meta.get('loss')}` objective.",
         "",
-        "## Training record (read from the checkpoint)",
-        "",
-        f"- Command: `{meta.get('command')}`",
-        f"- Steps: {meta.get('steps')}, batch {meta.get('batch_size')}, "
-        f"wall time {meta.get('wall_time_s')} s on {meta.get('hardware')}",
-        f"- Versions: {meta.get('versions')}",
-        f"- Network: `{model.get('arch')}` {model}, {params} parameters",
-        f"- File: {info['file_bytes'] / 1e6:.2f} MB, weights `{meta.get('weights', 'raw')}`",
-        "",
+        *_training_record(info),
         "## Sample quality against the number of function evaluations (NFE)",
         "",
         f"{evaluation['num_samples']} samples against {evaluation['num_samples']} real test "

@@ -44,23 +44,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=1000, help="images per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-table", action="store_true", help="do not rewrite RESULTS.md")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the cards from their NAME.json numbers without measuring again",
+    )
     args = parser.parse_args(argv)
     paths = args.checkpoints or sorted(
         (ROOT / "checkpoints" / "2d").glob("*.safetensors")
     ) + sorted((ROOT / "checkpoints" / "images").glob("*.safetensors"))
-    evaluations, image_evaluations = {}, {}
     for path in paths:
         start = time.perf_counter()
         info = checkpoint_info(path)
         name = path.stem
-        if tuple(info["model_config"]["data_shape"]) == (2,):
+        is_2d = tuple(info["model_config"]["data_shape"]) == (2,)
+        if args.render_only:
+            ev = json.loads(path.with_suffix(".json").read_text())
+        elif is_2d:
             ev = evaluate_2d(path, num_samples=args.num_samples, seed=args.seed)
-            card = render_card(name, info, ev)
-            evaluations[name] = ev
         else:
             ev = evaluate_image_checkpoint(path, num_samples=args.num_images, seed=args.seed)
-            card = render_image_card(name, info, ev)
-            image_evaluations[name] = ev
+        card = (render_card if is_2d else render_image_card)(name, info, ev)
         path.with_suffix(".md").write_text(card)
         path.with_suffix(".json").write_text(json.dumps(ev, indent=1, default=float) + "\n")
         print(f"{name}: card written ({time.perf_counter() - start:.1f} s)", flush=True)
