@@ -4,56 +4,15 @@ The pages point at tiny checkpoints trained here (``ECNF_CHECKPOINTS_DIR``); the
 runs a real background run of a few steps and is polled until its thread finishes.
 """
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ecnf import LossConfig, MLPConfig, TrainConfig, UNetConfig, fit
-
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 120
 TRAIN, SOLVERS, LIKELIHOOD = "pages/train.py", "pages/solver_lab.py", "pages/likelihood_lab.py"
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory) -> Path:
-    """A checkpoint folder like checkpoints/: one tiny 2D flow and a tiny digits UNet."""
-    root = tmp_path_factory.mktemp("checkpoints")
-    (root / "2d").mkdir()
-    (root / "images").mkdir()
-    runs = tmp_path_factory.mktemp("runs")
-    for name, steps in (("moons_fm", 20), ("moons_otcfm", 10)):
-        config = TrainConfig(
-            data="moons",
-            model=MLPConfig(width=32, depth=2),
-            loss=LossConfig(name.split("_")[1]),
-            steps=steps,
-            batch_size=64,
-            lr=2e-3,
-            log_every=5,
-            out_dir=str(runs / name),
-        )
-        shutil.copy(fit(config).checkpoint, root / "2d" / f"{name}.safetensors")
-    unet = UNetConfig(
-        data_shape=(1, 8, 8),
-        channels=8,
-        channel_mult=(1, 2),
-        attention_levels=(),
-        mid_attention=False,
-        num_heads=1,
-    )
-    config = TrainConfig(data="digits", model=unet, steps=4, batch_size=32, out_dir=str(runs / "d"))
-    shutil.copy(fit(config).checkpoint, root / "images" / "tiny_digits.safetensors")
-    return root
-
-
-@pytest.fixture
-def studio(tiny_checkpoints, monkeypatch) -> Path:
-    monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(tiny_checkpoints))
-    return tiny_checkpoints
 
 
 def open_page(page: str) -> AppTest:
