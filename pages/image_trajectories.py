@@ -132,15 +132,15 @@ def choose_checkpoint() -> tuple[str, str] | None:
     if not shipped:
         st.info(
             f"No image checkpoint is shipped in `{checkpoints_dir() / 'images'}` yet. You can "
-            "train a tiny digits model here (about a minute on a CPU): its samples are rough, "
-            "but every control below works on it."
+            f"train a tiny digits model here ({TINY_DIGITS_STEPS} steps, a short run on a "
+            "CPU): its samples are rough, but every control below works on it."
         )
     with st.expander("Train a tiny digits model", expanded=not options):
         st.caption(
             f"Flow matching on scikit-learn's 8x8 digits: a small UNet (32 channels), "
             f"{TINY_DIGITS_STEPS} steps of batch 128, AdamW at 2e-3 with cosine decay."
         )
-        if st.button("Train a tiny digits model (~1 min)", key="img_train"):
+        if st.button(f"Train a tiny digits model ({TINY_DIGITS_STEPS} steps)", key="img_train"):
             train_tiny_digits()
             trained = st.session_state.get(TRAINED)
             if trained is not None:
