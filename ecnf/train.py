@@ -437,6 +437,8 @@ def fit(
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
     saved_path = save(reason)
+    if world > 1:  # no rank leaves (and tears down the group) while rank 0 still writes
+        dist.barrier()
     wall_time += time.perf_counter() - t_start
     if main:
         for cb in callbacks:
