@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fm-weight", type=float, default=0.0, help="consistency: added FM weight")
     t.add_argument("--sigma", type=float, default=0.0, help="path noise")
     t.add_argument("--teacher", help="reflow: checkpoint that generates the pairs")
+    t.add_argument("--teacher-solver", default="rk4", help="reflow: solver for the teacher's pairs")
+    t.add_argument(
+        "--teacher-steps", type=int, default=20, help="reflow: solver steps for the pairs"
+    )
+    t.add_argument(
+        "--init", help="start from this checkpoint's weights (same architecture), e.g. reflow"
+    )
     t.add_argument("--steps", type=int, default=2000, help="optimisation steps")
     t.add_argument("--batch-size", type=int, help="global batch (default 512 GPU / 256 CPU)")
     t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (seed paper 2e-4)")
@@ -265,6 +272,9 @@ def _train(args) -> int:
         channels=args.image_channels,
         device=args.device,
         teacher=args.teacher,
+        teacher_method=args.teacher_solver,
+        teacher_steps=args.teacher_steps,
+        init=args.init,
     )
     out = Path(args.out)
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from ._checks import check_choice, check_positive_int
 from .losses import LossConfig
 from .nets import MLPConfig, ModelConfig, UNetConfig, config_from_dict, config_to_dict
+from .solvers import FIXED_METHODS
 
 __all__ = ["LR_SCHEDULES", "PRECISIONS", "TrainConfig", "default_model_config", "learning_rate"]
 
@@ -71,6 +72,9 @@ class TrainConfig:
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
         teacher: checkpoint whose samples reflow trains on (``loss.name == "reflow"``).
         teacher_method, teacher_steps: solver used to generate the teacher's samples.
+        init: checkpoint whose (EMA) weights initialise the model and its EMA, e.g. a
+            reflow student started from its teacher; needs the same architecture. Ignored
+            when resuming, which restores the run's own weights.
         max_loss: a loss above this (or NaN/inf) stops the run as diverged.
     """
 
@@ -104,6 +108,7 @@ class TrainConfig:
     teacher: str | None = None
     teacher_method: str = "rk4"
     teacher_steps: int = 20
+    init: str | None = None
     max_loss: float = 1e4
 
     def __post_init__(self) -> None:
@@ -130,6 +135,7 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("teacher_method", self.teacher_method, tuple(FIXED_METHODS))
         if self.loss.name == "reflow" and not self.teacher:
             raise ValueError("loss 'reflow' needs teacher=<checkpoint> to generate its pairs")
 

@@ -89,6 +89,18 @@ def _gather(obj, world: int) -> list:
     return out
 
 
+def _init_from(model: nn.Module, ema: EMA, path: str, model_config, device) -> None:
+    """Copies a checkpoint's weights (EMA when present) into a fresh model and its EMA."""
+    source = load(path, device=device)
+    theirs, ours = (
+        json.loads(json.dumps(config_to_dict(c))) for c in (source.config, model_config)
+    )
+    if theirs != ours:
+        raise ValueError(f"init checkpoint {path} holds another architecture: {theirs}, not {ours}")
+    model.load_state_dict(source.state_dict())
+    ema.model.load_state_dict(source.state_dict())
+
+
 def _autocast(config: TrainConfig, device: torch.device):
     precision = config.precision
     if precision == "auto":
@@ -248,8 +260,11 @@ def fit(
         _set_rng_state(gen, ts["streams"][rank]["rng"])
         if main:
             history = _truncate_log(log_path, step)
-    elif main and log_path.exists():
-        log_path.unlink()
+    else:
+        if config.init:
+            _init_from(model, ema, config.init, model_config, device)
+        if main and log_path.exists():
+            log_path.unlink()
     for group in optimizer.param_groups:  # resumed runs take the (possibly new) lr settings
         group["lr"] = config.lr
         group["weight_decay"] = config.weight_decay
@@ -347,9 +362,11 @@ def fit(
                     group["lr"] = lr
             if teacher is not None:
                 x0 = torch.randn((local_batch, *shape), generator=gen, device=device)
-                x0, x1 = make_reflow_pairs(
-                    teacher, x0, method=config.teacher_method, steps=config.teacher_steps
-                )
+                with autocast:
+                    x0, x1 = make_reflow_pairs(
+                        teacher, x0, method=config.teacher_method, steps=config.teacher_steps
+                    )
+                x1 = x1.float()
             else:
                 x1 = target.next_batch(local_batch).to(device, non_blocking=True)
                 if source is not None:

@@ -236,6 +236,26 @@ def test_reflow_trains_on_teacher_pairs(tmp_path):
     assert result.step == 4 and result.history[-1]["loss"] > 0
 
 
+def test_init_starts_from_a_checkpoints_ema_weights(tmp_path):
+    teacher = fit(tiny(tmp_path / "t", steps=6))
+    # One step at a negligible learning rate leaves the weights where init put them.
+    student = fit(tiny(tmp_path / "s", steps=1, lr=1e-12, init=str(teacher.checkpoint)))
+    for ours, theirs in zip(
+        student.model.parameters(), teacher.ema.model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, atol=1e-8, rtol=0)
+    fresh = fit(tiny(tmp_path / "f", steps=1, lr=1e-12))
+    assert not torch.allclose(fresh.model.output.weight, student.model.output.weight)
+    other = tiny(
+        tmp_path / "o",
+        steps=1,
+        model=MLPConfig(data_shape=(2,), width=16, depth=2),
+        init=str(teacher.checkpoint),
+    )
+    with pytest.raises(ValueError, match=r"init checkpoint .* another architecture"):
+        fit(other)
+
+
 def test_reflow_requires_teacher():
     with pytest.raises(ValueError, match="teacher"):
         TrainConfig(loss=LossConfig("reflow"))
@@ -249,6 +269,7 @@ def test_reflow_requires_teacher():
         ({"precision": "fp8"}, "precision"),
         ({"ema_decay": 2.0}, "ema_decay"),
         ({"batch_size": 0}, "batch_size"),
+        ({"teacher_method": "dopri5"}, "teacher_method"),
     ],
 )
 def test_bad_config(kw, word):
