@@ -202,19 +202,8 @@ def results_table(evaluations: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-#: Solver rows measured for image checkpoints (fewer than for 2D: each row samples images).
-IMAGE_ROWS = [
-    ("euler", 1, 1),
-    ("euler", 2, 2),
-    ("euler", 4, 4),
-    ("euler", 10, 10),
-    ("euler", 20, 20),
-    ("midpoint", 5, 10),
-    ("heun", 5, 10),
-    ("heun", 10, 20),
-    ("rk4", 1, 4),
-    ("rk4", 5, 20),
-]
+#: Solver rows measured for image checkpoints: every fixed-step solver at NFE 1, 2, 4, 10, 20.
+IMAGE_ROWS = solver_grid()
 
 
 def image_feature_net(dataset: str, inception_weights: str | Path | None = None):

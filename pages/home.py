@@ -214,4 +214,3 @@ else:
 st.header("Pages")
 for path, _, title, icon in PAGES[1:]:
     st.page_link(path, label=title, icon=icon)
-st.caption("Coming next: the seed paper's ablation tables, reproduced with shipped models.")

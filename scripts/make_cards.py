@@ -1,6 +1,6 @@
 """Regenerate every shipped model card and the results table from the checkpoints themselves.
 
-    python scripts/make_cards.py            # every checkpoint under checkpoints/2d and /images
+    python scripts/make_cards.py     # every checkpoint in checkpoints/{2d,images,ablations}
     python scripts/make_cards.py --num-samples 500 checkpoints/2d/moons_fm.safetensors
 
 For each checkpoint NAME.safetensors it writes NAME.md (the card) and NAME.json (the numbers
@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ecnf.ablations import ablation_rows  # noqa: E402
 from ecnf.cards import (  # noqa: E402
     evaluate_2d,
     evaluate_image_checkpoint,
@@ -32,13 +33,56 @@ from ecnf.cards import (  # noqa: E402
 )
 from ecnf.checkpoint import checkpoint_info  # noqa: E402
 
+FOLDERS = ("2d", "images", "ablations")
+
+
+def _image_section(title: str, ev: dict) -> list[str]:
+    keys = [*ev["metrics"].values(), "sample_entropy"]
+    text = [
+        f"## {title} ({ev['data']}, {ev['num_samples']} samples, features of {ev['feature_net']})",
+        "",
+        "| solver | steps | NFE | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for r in ev["rows"]:
+        cells = " | ".join(f"{r[k]:.4f}" for k in keys)
+        steps = r["steps"] if r["steps"] is not None else "adaptive"
+        text.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} |")
+    floor = " | ".join(f"{ev['floor'][k]:.4f}" for k in keys)
+    return [*text, f"| real test vs real train | | | {floor} |", ""]
+
+
+def _ablation_section(evaluations: dict[str, dict]) -> list[str]:
+    if not evaluations:
+        return []
+    first = next(iter(evaluations.values()))
+    keys = [*first["metrics"].values(), "sample_entropy"]
+    text = [
+        "## Seed-paper ablations (fashion_mnist, equal budgets)",
+        "",
+        f"RK4 with 5 steps (NFE 20), {first['num_samples']} samples, features of "
+        f"{first['feature_net']}; every solver is in each card under checkpoints/ablations/. "
+        "What each configuration changes is defined in `ecnf/ablations.py`.",
+        "",
+        "| table | configuration | change | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for row in ablation_rows(evaluations):
+        cells = " | ".join(f"{row[k]:.4f}" for k in keys)
+        text.append(f"| {row['table']} | {row['label']} | {row['change']} | {cells} |")
+    floor = " | ".join(f"{first['floor'][k]:.4f}" for k in keys)
+    return [*text, f"| | real test vs real train | | {floor} |", ""]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "checkpoints", nargs="*", type=Path, help="default: checkpoints/{2d,images}/*.safetensors"
+        "checkpoints",
+        nargs="*",
+        type=Path,
+        help="default: checkpoints/{2d,images,ablations}/*.safetensors",
     )
     parser.add_argument("--num-samples", type=int, default=2000, help="2D samples per row")
     parser.add_argument("--num-images", type=int, default=1000, help="images per row")
@@ -50,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite the cards from their NAME.json numbers without measuring again",
     )
     args = parser.parse_args(argv)
-    paths = args.checkpoints or sorted(
-        (ROOT / "checkpoints" / "2d").glob("*.safetensors")
-    ) + sorted((ROOT / "checkpoints" / "images").glob("*.safetensors"))
+    paths = args.checkpoints or [
+        p for d in FOLDERS for p in sorted((ROOT / "checkpoints" / d).glob("*.safetensors"))
+    ]
     for path in paths:
         start = time.perf_counter()
         info = checkpoint_info(path)
@@ -74,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             p.stem: json.loads(p.read_text())
             for p in sorted((ROOT / "checkpoints" / "2d").glob("*.json"))
         }
-        image_evaluations = {
-            p.stem: json.loads(p.read_text())
-            for p in sorted((ROOT / "checkpoints" / "images").glob("*.json"))
-        }
+        image_evaluations, ablation_evaluations = (
+            {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+            for folder in (ROOT / "checkpoints" / "images", ROOT / "checkpoints" / "ablations")
+        )
         machine = f"{platform.machine()} CPU, torch {torch.__version__}"
         text = [
             "# Shipped checkpoints: results",
@@ -93,20 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         for name, ev in image_evaluations.items():
-            keys = [*ev["metrics"].values(), "sample_entropy"]
-            text += [
-                f"## {name} ({ev['data']}, {ev['num_samples']} samples, features of "
-                f"{ev['feature_net']})",
-                "",
-                "| solver | steps | NFE | " + " | ".join(keys) + " |",
-                "|---" * (len(keys) + 3) + "|",
-            ]
-            for r in ev["rows"]:
-                cells = " | ".join(f"{r[k]:.4f}" for k in keys)
-                steps = r["steps"] if r["steps"] is not None else "adaptive"
-                text.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} |")
-            floor = " | ".join(f"{ev['floor'][k]:.4f}" for k in keys)
-            text += [f"| real test vs real train | | | {floor} |", ""]
+            text += _image_section(name, ev)
+        text += _ablation_section(ablation_evaluations)
         (ROOT / "checkpoints" / "RESULTS.md").write_text("\n".join(text))
     return 0
 

@@ -27,6 +27,7 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("pages/train.py", "training", "Train", ":material/model_training:"),
     ("pages/solver_lab.py", "solvers", "Solver lab", ":material/timeline:"),
     ("pages/likelihood_lab.py", "likelihood", "Likelihood lab", ":material/bar_chart:"),
+    ("pages/ablations.py", "seed-paper", "Seed paper ablations", ":material/table_chart:"),
 ]
 
 _ACTIVE = "active_checkpoint"
