@@ -10,7 +10,10 @@
 # Each run is stopped with SIGINT after its time budget (it saves at a step boundary, and
 # the same command resumes it: `--resume` is added when a checkpoint exists). Each
 # checkpoint records its own command, wall time and hardware. Exported fp16 copies land in
-# $RUNS/export/, from where they are copied into checkpoints/ by hand.
+# $RUNS/export/ and are copied by hand: fmnist_unet_{fm,reflow} to checkpoints/images/,
+# ablation_NAME to checkpoints/ablations/NAME (the consistency run is measured, not shipped).
+# The shipped ones ran on one H100: "first" with 430 s per run (the ablations finished their
+# 15000 steps; the UNet stopped at its time budget), then "reflow" with 401 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
