@@ -4,6 +4,7 @@ Nothing here reaches the internet: analytics are off, no share link is made, and
 client talks to 127.0.0.1 only.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -185,3 +187,28 @@ def test_python_gradio_app_py_serves_on_the_configured_port():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_compute_runs_inside_spaces_gpu_when_spaces_is_installed(monkeypatch):
+    """On ZeroGPU the functions that compute hold a GPU through spaces.GPU, for a set time."""
+    entered = []
+
+    def gpu(duration):
+        def wrap(fn):
+            def held(*args):
+                entered.append((fn.__name__, duration))
+                yield from fn(*args)
+
+            return held
+
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    spec = importlib.util.spec_from_file_location("gradio_app_on_zerogpu", REPO / "gradio_app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    *_, (_, _, info) = list(app.sample_2d("moons_otcfm", "euler", 2, 50, 0))
+    assert "**NFE:** 2 (euler" in info
+    assert entered == [("_sample_2d", 60)]
+    # without spaces, the same names are the plain generator functions
+    assert gradio_app._train_2d.__name__ == "_train_2d" and app._train_2d.__name__ == "held"
