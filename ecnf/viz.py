@@ -19,6 +19,7 @@ __all__ = [
     "save_scatter",
     "save_trajectory_gif",
     "scatter_figure",
+    "scatter_image",
     "trajectory_frames",
 ]
 
@@ -81,6 +82,43 @@ def scatter_figure(
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
     fig.tight_layout()
     return fig
+
+
+def scatter_image(
+    samples: Tensor,
+    reference: Tensor | None = None,
+    title: str = "",
+    lim: float = 4.5,
+    size: int = 400,
+) -> np.ndarray:
+    """The scatter of :func:`scatter_figure` as a ``(size, size, 3)`` uint8 RGB array.
+
+    It draws on a figure of its own through matplotlib's Agg canvas, never through pyplot's
+    global state, so servers may call it from several threads at once.
+
+    Example:
+        >>> scatter_image(torch.zeros(5, 2), size=200).shape
+        (200, 200, 3)
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if reference is not None:
+        r = reference.detach().float().cpu().numpy()
+        ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="data")
+    s = samples.detach().float().cpu().numpy()
+    ax.scatter(s[:, 0], s[:, 1], s=2, c="tab:blue", label="samples")
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if reference is not None:
+        ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    fig.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def save_scatter(

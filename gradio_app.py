@@ -1,0 +1,386 @@
+"""ECNF's Gradio demo: sample the shipped flows step by step, and train a 2D flow.
+
+``build_demo()`` returns the :class:`gradio.Blocks` app and has no side effects;
+``python gradio_app.py`` launches it (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are
+honoured), and it is the Hugging Face Space's entry point. In a notebook,
+``build_demo().launch()`` shows it inline.
+
+Every number comes from :mod:`ecnf`: the solver runs through :func:`ecnf.streams.integrate_stream`
+(the same result as :func:`ecnf.integrate`), training through :func:`ecnf.streams.fit_stream`
+(:func:`ecnf.fit`). Each input is bounded so that no request can run for long or exhaust
+memory, and the queue bounds how many requests wait and run at once. On a ZeroGPU Space the
+functions that compute are wrapped in ``spaces.GPU``; elsewhere that wrapper does nothing
+and the work runs on CUDA when present, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import torch
+from PIL import Image
+
+import ecnf
+from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, sample_toy
+from ecnf.checkpoint import checkpoint_info
+from ecnf.playground import compare_to_data
+from ecnf.solvers import FIXED_METHODS
+from ecnf.streams import fit_stream, integrate_stream
+from ecnf.viz import image_grid, scatter_image
+
+try:  # preinstalled on ZeroGPU Spaces: holds a GPU only while a decorated function runs
+    import spaces
+
+    def gpu(duration: int) -> Callable:
+        return spaces.GPU(duration=duration)
+
+except ImportError:
+
+    def gpu(duration: int) -> Callable:
+        return lambda fn: fn
+
+
+__all__ = ["build_demo"]
+
+REPO = Path(__file__).resolve().parent
+SOLVERS = tuple(FIXED_METHODS)  # fixed steps: the cost of a request is known in advance
+LOSSES = ("fm", "otcfm", "consistency")
+MAX_STEPS = 100  # solver steps
+MAX_POINTS = 2000  # 2D samples
+MAX_IMAGES = 64
+MAX_IMAGE_EVALS = 6400  # images x velocity evaluations of one request
+MAX_TRAIN_STEPS = 2000
+MAX_SEED = 2**31 - 1
+W2_POINTS = 1000  # exact W2 is cubic in the sample size: measured on at most this many
+FRAMES = 25  # streamed updates per request
+IMAGE_WIDTH = 480  # about how wide image grids are shown
+QUEUE_SIZE = 16  # requests waiting; more are turned away
+SAMPLE_CONCURRENCY, TRAIN_CONCURRENCY = 2, 1
+
+
+# ---- checkpoints, models and data ------------------------------------------------------------
+
+
+def checkpoints(kind: str) -> dict[str, str]:
+    """``{name: path}`` of the shipped checkpoints of ``kind`` (``2d`` or ``images``)."""
+    root = Path(os.environ.get("ECNF_CHECKPOINTS_DIR") or REPO / "checkpoints")
+    return {p.stem: str(p) for p in sorted((root / kind).glob("*.safetensors"))}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, stamp: int, where: str) -> torch.nn.Module:
+    del stamp  # part of the key only: a rewritten file is loaded afresh
+    return ecnf.load(path, device=where)
+
+
+def load_model(path: str) -> torch.nn.Module:
+    """The checkpoint's EMA network on :func:`device`, shared read-only between requests."""
+    return _load(path, Path(path).stat().st_mtime_ns, str(device()))
+
+
+@functools.lru_cache(maxsize=2)
+def _test_images(dataset: str) -> torch.Tensor:
+    return load_images(dataset, train=False)
+
+
+# ---- input checks: a clear message, never a traceback ----------------------------------------
+
+
+def refuse(message: str) -> gr.Error:
+    """An error shown to the user as it is, with no traceback in the server's log either."""
+    return gr.Error(message, print_exception=False)
+
+
+def whole(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int if it is a whole number in ``[low, high]``, else a ``gr.Error``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and float(value).is_integer() and low <= value <= high):
+        raise refuse(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+def one_of(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise refuse(f"{name} {value!r} is not available; choose one of {', '.join(allowed)}")
+    return value
+
+
+def shown_errors(fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
+    """Turn the library's ``ValueError`` (bad arguments, a diverged run) into ``gr.Error``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            yield from fn(*args)
+        except gr.Error:
+            raise
+        except (ValueError, RuntimeError, OSError) as error:
+            raise refuse(str(error)) from None
+
+    return wrapper
+
+
+# ---- drawing ---------------------------------------------------------------------------------
+
+
+def grid_image(images: torch.Tensor) -> Image.Image:
+    """Images in model range tiled by :func:`ecnf.viz.image_grid`, enlarged to about 480 px."""
+    grid = image_grid(images)
+    scale = max(1, IMAGE_WIDTH // grid.shape[1])
+    return Image.fromarray(grid).resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
+    )
+
+
+def cost_line(solver: str, steps: int, nfe: int, seconds: float) -> str:
+    where = "GPU" if device().type == "cuda" else "CPU"
+    return (
+        f"**NFE:** {nfe} ({solver}: {steps} steps × {FIXED_METHODS[solver]} velocity "
+        f"evaluation(s) per step)  \n**Solver time:** {seconds:.3f} s on the {where} "
+        "(drawing excluded)"
+    )
+
+
+# ---- sampling --------------------------------------------------------------------------------
+
+
+@shown_errors
+def sample_2d(model: str, solver: str, steps, points, seed) -> Iterator[tuple]:
+    """Stream a 2D flow from its source to its data; finish with W2 against fresh data."""
+    path = checkpoints("2d").get(one_of("model", model, list(checkpoints("2d"))))
+    solver = one_of("solver", solver, SOLVERS)
+    steps = whole("steps", steps, 1, MAX_STEPS)
+    points = whole("points", points, 10, MAX_POINTS)
+    seed = whole("seed", seed, 0, MAX_SEED)
+    yield from _sample_2d(path, solver, steps, points, seed)
+
+
+@gpu(duration=60)
+def _sample_2d(path: str, solver: str, steps: int, points: int, seed: int) -> Iterator[tuple]:
+    meta = checkpoint_info(path)["metadata"]
+    net = load_model(path)
+    generator = torch.Generator().manual_seed(seed)
+    x0 = sample_toy(meta.get("source", "gaussian"), points, generator=generator)
+    reference = sample_toy(meta["dataset"], min(points, W2_POINTS), generator=generator)
+    for p in integrate_stream(net, x0.to(device()), method=solver, steps=steps, updates=FRAMES):
+        frame = Image.fromarray(scatter_image(p.x, reference, title=f"t = {p.t:.2f}"))
+        yield frame, None, f"t = {p.t:.2f}, {p.nfe} velocity evaluations so far"
+    report = compare_to_data(p.x[:W2_POINTS].cpu(), meta["dataset"], seed=seed)
+    title = f"{solver}, {steps} steps: W2 {report.w2:.3f} (data floor {report.floor:.3f})"
+    info = (
+        f"{cost_line(solver, steps, p.nfe, p.seconds)}  \n"
+        f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh "
+        f"{meta['dataset']} data; data floor (fresh data against fresh data) {report.floor:.4f}"
+    )
+    yield frame, Image.fromarray(scatter_image(p.x, reference, title=title, size=500)), info
+
+
+@shown_errors
+def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple]:
+    """Stream noise turning into images; finish with the samples beside real test images."""
+    path = checkpoints("images").get(one_of("model", model, list(checkpoints("images"))))
+    solver = one_of("solver", solver, SOLVERS)
+    steps = whole("steps", steps, 1, MAX_STEPS)
+    count = whole("images", count, 1, MAX_IMAGES)
+    seed = whole("seed", seed, 0, MAX_SEED)
+    nfe = steps * FIXED_METHODS[solver]
+    if count * nfe > MAX_IMAGE_EVALS:
+        raise refuse(
+            f"{count} images × {nfe} velocity evaluations ({solver}, {steps} steps) = "
+            f"{count * nfe} image evaluations, more than this demo's {MAX_IMAGE_EVALS}: "
+            "ask for fewer images or steps, or a cheaper solver"
+        )
+    for live, samples, info in _sample_images(path, solver, steps, count, seed):
+        yield live, samples, None, info
+    real, note = real_images(checkpoint_info(path)["metadata"]["dataset"], count, seed)
+    yield live, samples, real, f"{info}  \n{note}"
+
+
+def real_images(dataset: str, count: int, seed: int) -> tuple[Image.Image | None, str]:
+    """``count`` random images of the data set's test split, and a line that says which."""
+    try:
+        data = _test_images(dataset)
+    except (FileNotFoundError, ValueError) as error:  # e.g. Fashion-MNIST not installed
+        return None, f"**Real images:** unavailable ({error})"
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
+    note = f"**Real images:** {len(pick)} drawn at random from the {dataset} test split"
+    return grid_image(data[pick].float() / 127.5 - 1.0), note
+
+
+@gpu(duration=60)
+def _sample_images(path: str, solver: str, steps: int, count: int, seed: int) -> Iterator[tuple]:
+    net = load_model(path)
+    shape = tuple(net.config.data_shape)
+    x0 = torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+    for p in integrate_stream(net, x0.to(device()), method=solver, steps=steps, updates=FRAMES):
+        yield grid_image(p.x), None, f"t = {p.t:.2f}, {p.nfe} velocity evaluations so far"
+    yield grid_image(p.x), grid_image(p.x), cost_line(solver, steps, p.nfe, p.seconds)
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+@shown_errors
+def train_2d(target: str, loss: str, steps, seed) -> Iterator[tuple]:
+    """Train a small MLP from a Gaussian to ``target``; stream the loss and EMA previews."""
+    target = one_of("target", target, TOY_DATASETS)
+    loss = one_of("loss", loss, LOSSES)
+    steps = whole("training steps", steps, 10, MAX_TRAIN_STEPS)
+    seed = whole("seed", seed, 0, MAX_SEED)
+    yield from _train_2d(target, loss, steps, seed)
+
+
+@gpu(duration=120)
+def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
+    reference = sample_toy(target, W2_POINTS, generator=torch.Generator().manual_seed(seed))
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="ecnf-demo-") as out_dir:
+        config = TrainConfig(
+            data=target,
+            source="gaussian",
+            model=MLPConfig(data_shape=(2,), width=128, depth=3),
+            loss=LossConfig(loss),
+            steps=steps,
+            batch_size=256,
+            lr=2e-3,
+            lr_schedule="cosine",
+            seed=seed,
+            out_dir=out_dir,
+            checkpoint_every=steps,
+            log_every=max(steps // 50, 5),
+            sample_every=max(steps // 10, 10),
+            num_preview=W2_POINTS,
+        )
+        for event in fit_stream(config, command="gradio demo: Train 2D"):
+            if event.kind == "log":
+                rows.append({"step": event.step, "loss": event.record["loss"]})
+                text = f"step {event.step}/{steps}, loss {event.record['loss']:.4f}"
+                yield pd.DataFrame(rows), gr.skip(), text
+            elif event.kind == "preview":
+                title = f"EMA samples at step {event.step} (rk4, 10 steps)"
+                frame = Image.fromarray(scatter_image(event.samples, reference, title))
+                yield gr.skip(), frame, gr.skip()
+            else:
+                result = event.result
+    x0 = torch.randn((W2_POINTS, 2), generator=torch.Generator().manual_seed(seed))
+    sol = ecnf.integrate(result.ema, x0.to(device()), method="rk4", steps=10)
+    report = compare_to_data(sol.x.cpu(), target, seed=seed)
+    title = f"trained: W2 {report.w2:.3f} (data floor {report.floor:.3f})"
+    info = (
+        f"**Trained** {result.step} steps of {loss} in {result.wall_time_s:.1f} s; final loss "
+        f"{rows[-1]['loss']:.4f}.  \n**Sampled** with rk4, 10 steps (NFE {sol.nfe}).  \n"
+        f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh {target} data; "
+        f"data floor (fresh data against fresh data) {report.floor:.4f}"
+    )
+    yield pd.DataFrame(rows), Image.fromarray(scatter_image(sol.x, reference, title)), info
+
+
+# ---- the app ---------------------------------------------------------------------------------
+
+INTRO = """# ECNF: continuous normalizing flows trained by flow matching
+A flow moves noise (t = 0) to data (t = 1) along the ODE dx/dt = v(x, t) that a network
+learned. Pick a shipped model and a solver and watch the samples form step by step; the
+number of velocity evaluations (NFE) is what a sample costs. Or train a small 2D flow here.
+"""
+
+
+def _model_input(names: list[str], preferred: str) -> gr.Dropdown:
+    value = preferred if preferred in names else (names[0] if names else None)
+    return gr.Dropdown(names, value=value, label="Model")
+
+
+def _solver_inputs(solver: str, steps: int) -> tuple:
+    solver = gr.Dropdown(list(SOLVERS), value=solver, label="Solver")
+    steps_in = gr.Slider(1, MAX_STEPS, value=steps, step=1, precision=0, label="Steps")
+    return solver, steps_in
+
+
+def _seed() -> gr.Number:
+    return gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+
+
+def build_demo() -> gr.Blocks:
+    """The demo as a :class:`gradio.Blocks`, with its queue set; nothing is launched."""
+    two_d, images = list(checkpoints("2d")), list(checkpoints("images"))
+    sample_limits = {"concurrency_id": "sample", "concurrency_limit": SAMPLE_CONCURRENCY}
+    with gr.Blocks(title="ECNF demo", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("2D flows"), gr.Row():
+            with gr.Column(scale=1):
+                model = _model_input(two_d, "moons_otcfm")
+                solver, steps = _solver_inputs("rk4", 10)
+                points = gr.Slider(10, MAX_POINTS, value=1000, step=10, precision=0, label="Points")
+                seed = _seed()
+                run = gr.Button("Sample", variant="primary")
+            with gr.Column(scale=2):
+                live = gr.Image(label="Trajectory (live)", format="png", interactive=False)
+                samples = gr.Image(label="Samples over data", format="png", interactive=False)
+                info = gr.Markdown()
+            run.click(
+                sample_2d,
+                [model, solver, steps, points, seed],
+                [live, samples, info],
+                api_name="sample_2d",
+                **sample_limits,
+            )
+        with gr.Tab("Images"), gr.Row():
+            with gr.Column(scale=1):
+                model = _model_input(images, "fmnist_unet_fm")
+                solver, steps = _solver_inputs("midpoint", 10)
+                count = gr.Slider(1, MAX_IMAGES, value=16, step=1, precision=0, label="Images")
+                seed = _seed()
+                gr.Markdown(f"At most {MAX_IMAGE_EVALS} image evaluations (images × NFE).")
+                run = gr.Button("Sample", variant="primary")
+            with gr.Column(scale=2):
+                live = gr.Image(label="Noise to images (live)", format="png", interactive=False)
+                with gr.Row():
+                    samples = gr.Image(label="Samples", format="png", interactive=False)
+                    real = gr.Image(label="Real test images", format="png", interactive=False)
+                info = gr.Markdown()
+            run.click(
+                sample_images,
+                [model, solver, steps, count, seed],
+                [live, samples, real, info],
+                api_name="sample_images",
+                **sample_limits,
+            )
+        with gr.Tab("Train a 2D flow"), gr.Row():
+            with gr.Column(scale=1):
+                target = gr.Dropdown(list(TOY_DATASETS), value="moons", label="Target (t = 1)")
+                loss = gr.Dropdown(list(LOSSES), value="otcfm", label="Loss")
+                steps = gr.Slider(
+                    10, MAX_TRAIN_STEPS, value=500, step=10, precision=0, label="Training steps"
+                )
+                seed = _seed()
+                gr.Markdown("A Gaussian source, an MLP of width 128 and depth 3, batch 256.")
+                with gr.Row():
+                    run = gr.Button("Train", variant="primary")
+                    stop = gr.Button("Stop")
+            with gr.Column(scale=2):
+                curve = gr.LinePlot(x="step", y="loss", label="Training loss", height=260)
+                preview = gr.Image(label="EMA samples over data", format="png", interactive=False)
+                info = gr.Markdown()
+            event = run.click(
+                train_2d,
+                [target, loss, steps, seed],
+                [curve, preview, info],
+                api_name="train_2d",
+                concurrency_limit=TRAIN_CONCURRENCY,
+            )
+            stop.click(None, cancels=[event])
+    return demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+
+
+if __name__ == "__main__":
+    build_demo().launch()

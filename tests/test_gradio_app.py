@@ -1,0 +1,214 @@
+"""The Gradio demo, launched on a local port and called end to end through gradio_client.
+
+Nothing here reaches the internet: analytics are off, no share link is made, and the
+client talks to 127.0.0.1 only.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import ecnf
+import gradio_app
+from ecnf.checkpoint import checkpoint_info
+from ecnf.playground import compare_to_data
+from ecnf.solvers import nfe_per_step
+from ecnf.viz import image_grid
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints"
+NUMBER = r"([0-9]+\.[0-9]+)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ECNF_CHECKPOINTS_DIR", raising=False)  # the shipped models
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        demo = gradio_app.build_demo()
+        _, url, _ = demo.launch(
+            server_name="127.0.0.1",
+            server_port=free_port(),
+            prevent_thread_lock=True,
+            share=False,
+            quiet=True,
+            ssr_mode=False,
+        )
+        try:
+            yield Client(
+                url,
+                verbose=False,
+                analytics_enabled=False,
+                download_files=str(tmp_path_factory.mktemp("downloads")),
+            )
+        finally:
+            demo.close()
+
+
+def test_build_demo_has_a_bounded_queue_and_the_three_endpoints(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/sample_2d", "/sample_images", "/train_2d"}
+    demo = gradio_app.build_demo()
+    assert isinstance(demo, gr.Blocks)
+    assert demo._queue.max_size == gradio_app.QUEUE_SIZE
+    limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.fn is not None}
+    assert limits == {"sample_2d": 2, "sample_images": 2, "train_2d": 1}
+    assert demo.config["analytics_enabled"] is False
+
+
+def test_sample_2d_streams_frames_and_reports_nfe_and_w2(client):
+    model, steps, points, seed = "moons_otcfm", 10, 300, 7
+    job = client.submit(model, "rk4", steps, points, seed, api_name="/sample_2d")
+    live, samples, info = job.result(timeout=120)
+    updates = job.outputs()
+    # one frame per solver step (10 <= 25 updates) plus the initial state, then the result
+    assert len(updates) == steps + 2
+    assert [u[2] for u in updates[:2]] == [
+        "t = 0.00, 0 velocity evaluations so far",
+        "t = 0.10, 4 velocity evaluations so far",
+    ]
+    assert Image.open(live).size == (400, 400) and Image.open(samples).size == (500, 500)
+
+    nfe = nfe_per_step("rk4") * steps
+    assert f"**NFE:** {nfe} (rk4: 10 steps × 4" in info
+    assert re.search(rf"\*\*Solver time:\*\* {NUMBER} s on the (CPU|GPU)", info)
+    w2, floor = map(
+        float,
+        re.search(rf"W2 \(exact, 300 points\):\*\* {NUMBER}.*floor.*? {NUMBER}", info).groups(),
+    )
+    # the same numbers straight from the library
+    path = SHIPPED / "2d" / f"{model}.safetensors"
+    meta = checkpoint_info(path)["metadata"]
+    x0 = ecnf.sample_toy(meta["source"], points, generator=torch.Generator().manual_seed(seed))
+    sol = ecnf.integrate(ecnf.load(path, device="cpu"), x0, method="rk4", steps=steps)
+    report = compare_to_data(sol.x, "moons", seed=seed)
+    assert sol.nfe == nfe
+    assert w2 == pytest.approx(report.w2, abs=1e-4) and floor == pytest.approx(
+        report.floor, abs=1e-4
+    )
+    assert math.isfinite(w2) and w2 < 1.0  # a trained model, not noise
+
+
+def test_sample_images_returns_the_library_samples_and_real_images(client):
+    steps, count, seed = 4, 4, 3
+    _, samples, real, info = client.predict(
+        "digits_unet_fm", "euler", steps, count, seed, api_name="/sample_images"
+    )
+    # 4 images of 8x8 tiled 2 x 2 with 2-pixel gaps: 22 px, enlarged 21 times (<= 480 px)
+    assert Image.open(samples).size == (462, 462) == Image.open(real).size
+    assert f"**NFE:** {nfe_per_step('euler') * steps} (euler" in info
+    assert "4 drawn at random from the digits test split" in info
+    net = ecnf.load(SHIPPED / "images" / "digits_unet_fm.safetensors", device="cpu")
+    x0 = torch.randn((count, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+    expected = image_grid(ecnf.integrate(net, x0, method="euler", steps=steps).x)
+    shown = np.asarray(Image.open(samples).convert("L"))[::21, ::21]
+    assert np.array_equal(shown, expected)
+
+
+def test_train_2d_streams_the_loss_and_ends_with_w2(client):
+    job = client.submit("moons", "otcfm", 40, 1, api_name="/train_2d")
+    curve, preview, info = job.result(timeout=120)
+    assert len(job.outputs()) >= 3  # loss updates arrived before the end
+    steps = [row[0] for row in curve["data"]]
+    losses = [row[1] for row in curve["data"]]
+    assert steps == list(range(5, 41, 5)) and all(math.isfinite(v) for v in losses)
+    assert Image.open(preview).size == (400, 400)
+    assert info.startswith("**Trained** 40 steps of otcfm")
+    assert "(NFE 40)" in info
+    match = re.search(rf"\*\*W2 \(exact, 1000 points\):\*\* {NUMBER}.*floor.*? {NUMBER}", info)
+    w2, floor = map(float, match.groups())
+    assert math.isfinite(w2) and 0 < floor < w2
+
+
+def test_bad_inputs_give_clear_errors(client):
+    with pytest.raises(AppError, match=r"64 images × 400 velocity evaluations .* = 25600"):
+        client.predict("digits_unet_fm", "rk4", 100, 64, 0, api_name="/sample_images")
+    with pytest.raises(AppError, match="Value 500 is greater than maximum value 100"):
+        client.predict("moons_otcfm", "rk4", 500, 100, 0, api_name="/sample_2d")
+    with pytest.raises(AppError, match="Value: nope is not in the list of choices"):
+        client.predict("nope", "rk4", 10, 100, 0, api_name="/sample_2d")
+    # the handlers' own checks, for callers that skip the components
+    with pytest.raises(gr.Error, match=r"steps must be a whole number from 1 to 100, got 2\.5"):
+        next(gradio_app.sample_2d("moons_otcfm", "rk4", 2.5, 100, 0))
+    with pytest.raises(gr.Error, match=r"training steps must be .* got 100000"):
+        next(gradio_app.train_2d("moons", "fm", 100_000, 0))
+
+
+def test_python_gradio_app_py_serves_on_the_configured_port():
+    port = free_port()
+    env = os.environ | {
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "gradio_app.py"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2) as r:
+                    config = json.load(r)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the demo did not start"
+                time.sleep(0.5)
+        names = {d.get("api_name") for d in config["dependencies"]}
+        assert {"sample_2d", "sample_images", "train_2d"} <= names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_compute_runs_inside_spaces_gpu_when_spaces_is_installed(monkeypatch):
+    """On ZeroGPU the functions that compute hold a GPU through spaces.GPU, for a set time."""
+    entered = []
+
+    def gpu(duration):
+        def wrap(fn):
+            def held(*args):
+                entered.append((fn.__name__, duration))
+                yield from fn(*args)
+
+            return held
+
+        return wrap
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    spec = importlib.util.spec_from_file_location("gradio_app_on_zerogpu", REPO / "gradio_app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    *_, (_, _, info) = list(app.sample_2d("moons_otcfm", "euler", 2, 50, 0))
+    assert "**NFE:** 2 (euler" in info
+    assert entered == [("_sample_2d", 60)]
+    # without spaces, the same names are the plain generator functions
+    assert gradio_app._train_2d.__name__ == "_train_2d" and app._train_2d.__name__ == "held"
