@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from ecnf import MLPConfig, TrainConfig, build_model, integrate, read_checkpoint
+from ecnf import MLPConfig, TrainConfig, integrate, read_checkpoint
 from ecnf.solvers import FIXED_METHODS
 from ecnf.streams import fit_stream, integrate_stream
 
@@ -79,13 +79,3 @@ def test_closing_fit_stream_stops_the_run(tmp_path):
 def test_fit_stream_raises_fit_errors(tmp_path):
     with pytest.raises(ValueError, match="data_shape"):
         list(fit_stream(tiny_config(tmp_path, model=MLPConfig(data_shape=(3,)))))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_integrate_stream_on_cuda_matches_integrate():
-    model = build_model(MLPConfig(data_shape=(2,), width=32, depth=2)).cuda().eval()
-    x0 = torch.randn(64, 2, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    last = list(integrate_stream(model, x0, method="heun", steps=9, updates=4))[-1]
-    whole = integrate(model, x0, method="heun", steps=9)
-    assert last.x.is_cuda and last.nfe == whole.nfe == 18 and last.seconds > 0
-    assert torch.equal(last.x, whole.x)
