@@ -1,6 +1,6 @@
 """The studio in a real browser: `streamlit run app.py` served locally, driven by Playwright.
 
-Every page is opened by its URL, its main control is used (train, slide, reseed...), and a
+Every page is opened by its URL, its main control is used (train, move a slider...), and a
 full-page screenshot is saved to ``$ECNF_SCREENSHOT_DIR`` (default ``tests/artifacts/
 screenshots/``, ignored by git). Each page must show a figure and no error or exception.
 
@@ -203,7 +203,7 @@ def train_action(page: Page) -> None:
 
 
 def solvers_action(page: Page) -> None:
-    type_number(page, "Seed", 1)
+    slide_to_start(page, "Samples")  # 250 points per solver and budget
 
 
 def likelihood_action(page: Page) -> None:
@@ -217,57 +217,78 @@ class PageCheck:
     done: str  # text that appears only once the action has taken effect
 
 
-#: keyed by page file, as in studio.ui.PAGES
+#: keyed by the name of the page's file in studio.ui.PAGES
 CHECKS = {
-    "pages/home.py": PageCheck("ECNF studio", home_action, "*_fm checkpoints"),
-    "pages/playground_2d.py": PageCheck("2D playground", playground_action, "Final loss"),
-    "pages/image_trajectories.py": PageCheck("Image trajectories", images_action, "at t = 0.00"),
-    "pages/train.py": PageCheck("Train", train_action, "completed at step 20/20"),
-    "pages/solver_lab.py": PageCheck("Solver lab", solvers_action, "Noise seed 1."),
-    "pages/likelihood_lab.py": PageCheck(
-        "Likelihood lab", likelihood_action, "5 independent draws"
-    ),
+    "home": PageCheck("ECNF studio", home_action, "*_fm checkpoints"),
+    "playground_2d": PageCheck("2D playground", playground_action, "Final loss"),
+    "image_trajectories": PageCheck("Image trajectories", images_action, "at t = 0.00"),
+    "train": PageCheck("Train", train_action, "completed at step 20/20"),
+    "solver_lab": PageCheck("Solver lab", solvers_action, "exact W2 between 250 samples"),
+    "likelihood_lab": PageCheck("Likelihood lab", likelihood_action, "5 independent draws"),
 }
 
 
+def name(file: str) -> str:
+    return Path(file).stem
+
+
+def assert_no_dialog(page: Page) -> None:
+    dialogs = page.get_by_role("dialog")  # e.g. Streamlit's "Page not found"
+    assert dialogs.count() == 0, "\n\n".join(dialogs.all_inner_texts())
+
+
 def test_every_page_has_a_browser_check():
-    assert list(CHECKS) == [file for file, _, _, _ in PAGES]
+    assert list(CHECKS) == [name(file) for file, _, _, _ in PAGES]
 
 
-def screenshot(page: Page, name: str) -> Path:
+def test_a_link_to_a_page_opens_it_on_a_fresh_server(server, page):
+    """The module's first visit: a page's own URL works before the app has routed once."""
+    url_path = next(url_path for file, url_path, _, _ in PAGES if name(file) == "train")
+    page.goto(f"{server}/{url_path}")
+    page.get_by_role("heading", name=CHECKS["train"].heading, exact=True).wait_for()
+    settle(page)
+    assert_no_dialog(page)
+
+
+def screenshot(page: Page, stem: str) -> Path:
     """The whole page: the viewport grows to the height of the scrolling main area."""
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
     page.wait_for_timeout(500)  # let charts redraw at the new size
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    path = SCREENSHOTS / f"{stem}.png"
     page.screenshot(path=path, full_page=True)
     return path
 
 
 @pytest.mark.parametrize(
-    ("number", "file", "url_path"),
-    [(i, file, url_path) for i, (file, url_path, _, _) in enumerate(PAGES)],
-    ids=[Path(file).stem for file, _, _, _ in PAGES],
+    ("number", "page_name", "url_path"),
+    [(i, name(file), url_path) for i, (file, url_path, _, _) in enumerate(PAGES)],
+    ids=[name(file) for file, _, _, _ in PAGES],
 )
-def test_page_in_a_browser(server, page, js_errors, number, file, url_path):
-    check = CHECKS[file]
-    page.goto(f"{server}/{url_path}")
-    page.get_by_role("heading", name=check.heading, exact=True).wait_for()
-    settle(page)
-    check.action(page)
-    page.get_by_text(check.done).first.wait_for()
-    settle(page)
+def test_page_in_a_browser(server, page, js_errors, number, page_name, url_path):
+    check = CHECKS[page_name]
+    stem = f"{number}_{page_name}"
+    try:
+        page.goto(f"{server}/{url_path}")
+        page.get_by_role("heading", name=check.heading, exact=True).wait_for()
+        settle(page)
+        check.action(page)
+        page.get_by_text(check.done).first.wait_for()
+        settle(page)
+    except BaseException:  # a timeout or pytest.fail: keep what the page showed
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"{stem}_failed.png", full_page=True)
+        raise
 
     errors = page.locator(ERRORS)
     assert errors.count() == 0, "\n\n".join(errors.all_inner_texts())
-    dialogs = page.get_by_role("dialog")  # e.g. Streamlit's "Page not found"
-    assert dialogs.count() == 0, "\n\n".join(dialogs.all_inner_texts())
+    assert_no_dialog(page)
     assert js_errors == [], js_errors
-    assert page.locator(FIGURES).count() > 0, f"{file} shows no image or chart"
+    assert page.locator(FIGURES).count() > 0, f"{page_name} shows no image or chart"
     assert "Device:" in page.get_by_test_id("stSidebar").inner_text()
 
-    path = screenshot(page, f"{number}_{Path(file).stem}")
+    path = screenshot(page, stem)
     pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
     assert pixels.shape[0] >= VIEWPORT["height"] and pixels.shape[1] == VIEWPORT["width"]
     assert pixels.std() > 10, f"{path} looks blank (pixel std {pixels.std():.1f})"
