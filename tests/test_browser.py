@@ -31,7 +31,7 @@ from studio.ui import PAGES
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
-except ImportError:  # reported by the browser fixture as a failure
+except ImportError:  # reported by the chromium fixture as a failure
     sync_playwright = None
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -48,8 +48,18 @@ FIGURES = (
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
-def chromium_executable() -> str:
-    """Debian's Chromium (or ``$ECNF_CHROMIUM``); a failure saying what to install if absent."""
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> str:
+    """Debian's Chromium (or ``$ECNF_CHROMIUM``), checked with Playwright before anything runs.
+
+    Either one missing fails the tests with what to install: CI installs both.
+    """
+    if sync_playwright is None:
+        pytest.fail(
+            "Playwright is not installed: `pip install -r requirements.txt` (it pins playwright); "
+            "no `playwright install` is needed, the tests drive Debian's chromium",
+            pytrace=False,
+        )
     path = os.environ.get("ECNF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).is_file():
         pytest.fail(
@@ -109,18 +119,11 @@ def server(tiny_checkpoints, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if sync_playwright is None:
-        pytest.fail(
-            "Playwright is not installed: `pip install -r requirements.txt` (it pins playwright); "
-            "no `playwright install` is needed, the test drives Debian's chromium",
-            pytrace=False,
-        )
-    executable = chromium_executable()
+def browser(chromium: str) -> Iterator[Browser]:
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable)
-        yield chromium
-        chromium.close()
+        launched = p.chromium.launch(executable_path=chromium)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture
