@@ -1,7 +1,10 @@
 """ECNF studio: `streamlit run app.py`.
 
 This file only routes: page config, the shared sidebar, and ``st.navigation`` over the
-files in ``pages/``. Pages hold widgets and figures; every computation lives in ``ecnf``.
+files in ``app_pages/``. Pages hold widgets and figures; every computation lives in ``ecnf``.
+The folder is not called ``pages/``: Streamlit takes a ``pages/`` folder beside the main
+script for a legacy multipage app until the first ``st.navigation`` call, so the first link
+to a page after the server started opened with a "Page not found" dialog.
 """
 
 from __future__ import annotations

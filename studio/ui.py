@@ -16,18 +16,16 @@ __all__ = [
 ]
 
 #: (file, url path, title, icon) of every page, in menu order; app.py routes them, Home
-#: links them. Each url path differs from its file's name on purpose: with a ``pages/``
-#: folder next to app.py, Streamlit's legacy multipage mode (used until the first
-#: ``st.navigation`` call of a server, and by AppTest on every run) would otherwise run a
-#: page named by its file directly, without the router and its sidebar.
+#: links them. The first page is the default one, served at the root URL (Streamlit
+#: allows no other path for it).
 PAGES: list[tuple[str, str, str, str]] = [
-    ("pages/home.py", "start", "Home", ":material/home:"),
-    ("pages/playground_2d.py", "playground", "2D playground", ":material/scatter_plot:"),
-    ("pages/image_trajectories.py", "images", "Image trajectories", ":material/grid_view:"),
-    ("pages/train.py", "training", "Train", ":material/model_training:"),
-    ("pages/solver_lab.py", "solvers", "Solver lab", ":material/timeline:"),
-    ("pages/likelihood_lab.py", "likelihood", "Likelihood lab", ":material/bar_chart:"),
-    ("pages/ablations.py", "seed-paper", "Seed paper ablations", ":material/table_chart:"),
+    ("app_pages/home.py", "", "Home", ":material/home:"),
+    ("app_pages/playground_2d.py", "playground", "2D playground", ":material/scatter_plot:"),
+    ("app_pages/image_trajectories.py", "images", "Image trajectories", ":material/grid_view:"),
+    ("app_pages/train.py", "training", "Train", ":material/model_training:"),
+    ("app_pages/solver_lab.py", "solvers", "Solver lab", ":material/timeline:"),
+    ("app_pages/likelihood_lab.py", "likelihood", "Likelihood lab", ":material/bar_chart:"),
+    ("app_pages/ablations.py", "seed-paper", "Seed paper ablations", ":material/table_chart:"),
 ]
 
 _ACTIVE = "active_checkpoint"

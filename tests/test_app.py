@@ -15,7 +15,7 @@ from studio.ui import PAGES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 120  # seconds per script run: the machine may be busy
-PLAYGROUND, IMAGES = "pages/playground_2d.py", "pages/image_trajectories.py"
+PLAYGROUND, IMAGES = "app_pages/playground_2d.py", "app_pages/image_trajectories.py"
 
 
 def start() -> AppTest:

@@ -12,7 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 120
-TRAIN, SOLVERS, LIKELIHOOD = "pages/train.py", "pages/solver_lab.py", "pages/likelihood_lab.py"
+TRAIN, SOLVERS, LIKELIHOOD = (
+    "app_pages/train.py",
+    "app_pages/solver_lab.py",
+    "app_pages/likelihood_lab.py",
+)
 
 
 def open_page(page: str) -> AppTest:

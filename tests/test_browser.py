@@ -1,0 +1,297 @@
+"""The studio in a real browser: `streamlit run app.py` served locally, driven by Playwright.
+
+Every page is opened by its URL, its main control is used (train, move a slider...), and a
+full-page screenshot is saved to ``$ECNF_SCREENSHOT_DIR`` (default ``tests/artifacts/
+screenshots/``, ignored by git). Each page must show a figure and no error or exception.
+
+The browser is Debian's ``chromium`` (``apt-get install chromium``), driven through
+Playwright's Python package (``pip install -r requirements.txt``); no browser is downloaded.
+Either one missing is a failure, not a skip: CI installs both. The server points at the tiny
+checkpoints of ``conftest.py`` so that a page renders in seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.ui import PAGES
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # reported by the chromium fixture as a failure
+    sync_playwright = None
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = Path(os.environ.get("ECNF_SCREENSHOT_DIR") or ROOT / "tests/artifacts/screenshots")
+STARTUP_S = 60  # the server answers its health check within seconds
+TIMEOUT_MS = 120_000  # one script run: the first one imports torch, the machine may be busy
+VIEWPORT = {"width": 1400, "height": 900}
+FIGURES = (
+    '[data-testid="stImage"] img, [data-testid="stPlotlyChart"] .main-svg, '
+    '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
+)
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> str:
+    """Debian's Chromium (or ``$ECNF_CHROMIUM``), checked with Playwright before anything runs.
+
+    Either one missing fails the tests with what to install: CI installs both.
+    """
+    if sync_playwright is None:
+        pytest.fail(
+            "Playwright is not installed: `pip install -r requirements.txt` (it pins playwright); "
+            "no `playwright install` is needed, the tests drive Debian's chromium",
+            pytrace=False,
+        )
+    path = os.environ.get("ECNF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.fail(
+            f"no Chromium at {path}: install Debian's browser (`apt-get install chromium`, as "
+            "root; .ci/run does it) or point ECNF_CHROMIUM at a Chromium binary",
+            pytrace=False,
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.read() == b"ok"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tmp_path_factory) -> Iterator[str]:
+    """The studio's base URL; the server is stopped when the module's tests are done."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    # One torch thread: the tiny models gain nothing from two, and on a busy two-core
+    # machine two threads wait on each other (a solve then takes 100 times longer).
+    env = os.environ | {"ECNF_CHECKPOINTS_DIR": str(tiny_checkpoints), "OMP_NUM_THREADS": "1"}
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while not healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the studio did not start:\n{log.read_text()[-3000:]}", pytrace=False)
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh tab, hence a fresh Streamlit session."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def js_errors(page: Page) -> list[str]:
+    """Uncaught JavaScript errors of the tab, collected as they happen."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def settle(page: Page, quiet_s: float = 0.5, timeout_s: float = TIMEOUT_MS / 1000) -> None:
+    """Wait until the script has stayed finished for ``quiet_s`` (a rerun may start late)."""
+    app = page.get_by_test_id("stApp")
+    deadline = time.monotonic() + timeout_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        idle = (
+            app.get_attribute("data-test-script-state") == "notRunning"
+            and app.get_attribute("data-test-connection-state") == "CONNECTED"
+        )
+        now = time.monotonic()
+        if not idle:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            return
+        page.wait_for_timeout(100)
+    pytest.fail(f"{page.url} was still running after {timeout_s:.0f} s", pytrace=False)
+
+
+def slide_to_start(page: Page, label: str) -> None:
+    page.get_by_role("slider", name=label).press("Home")
+    settle(page)
+
+
+def type_number(page: Page, label: str, value: int) -> None:
+    page.get_by_label(label, exact=True).fill(str(value))
+    page.get_by_label(label, exact=True).press("Enter")
+    settle(page)
+
+
+def choose(page: Page, option: str) -> None:
+    page.get_by_test_id("stRadio").get_by_text(option, exact=True).click()
+    settle(page)
+
+
+# ---- each page's main action -------------------------------------------------------------
+
+
+def home_action(page: Page) -> None:
+    choose(page, "flow matching")
+
+
+def playground_action(page: Page) -> None:
+    choose(page, "Train your own")
+    slide_to_start(page, "Training steps")  # 20 steps
+    page.get_by_role("button", name="Train", exact=True).click()
+
+
+def images_action(page: Page) -> None:
+    slide_to_start(page, "Time t")  # back to the noise, t = 0
+
+
+def train_action(page: Page) -> None:
+    for label in ("Width", "Depth (layers or residual blocks)", "Batch size"):
+        slide_to_start(page, label)  # an MLP 32 x 1, batches of 32
+    type_number(page, "Steps", 20)
+    type_number(page, "Preview every (steps, 0 = never)", 10)
+    page.get_by_role("button", name="Start", exact=True).click()
+
+
+def solvers_action(page: Page) -> None:
+    slide_to_start(page, "Samples")  # 250 points per solver and budget
+
+
+def likelihood_action(page: Page) -> None:
+    slide_to_start(page, "Repeats (seeds)")  # 5 Hutchinson estimates instead of 30
+
+
+@dataclass(frozen=True)
+class PageCheck:
+    heading: str
+    action: Callable[[Page], None]
+    done: str  # text that appears only once the action has taken effect
+
+
+#: keyed by the name of the page's file in studio.ui.PAGES
+CHECKS = {
+    "home": PageCheck("ECNF studio", home_action, "*_fm checkpoints"),
+    "playground_2d": PageCheck("2D playground", playground_action, "Final loss"),
+    "image_trajectories": PageCheck("Image trajectories", images_action, "at t = 0.00"),
+    "train": PageCheck("Train", train_action, "completed at step 20/20"),
+    "solver_lab": PageCheck("Solver lab", solvers_action, "exact W2 between 250 samples"),
+    "likelihood_lab": PageCheck("Likelihood lab", likelihood_action, "5 independent draws"),
+}
+
+
+def name(file: str) -> str:
+    return Path(file).stem
+
+
+def assert_no_dialog(page: Page) -> None:
+    dialogs = page.get_by_role("dialog")  # e.g. Streamlit's "Page not found"
+    assert dialogs.count() == 0, "\n\n".join(dialogs.all_inner_texts())
+
+
+def test_every_page_has_a_browser_check():
+    assert list(CHECKS) == [name(file) for file, _, _, _ in PAGES]
+
+
+def test_a_link_to_a_page_opens_it_on_a_fresh_server(server, page):
+    """The module's first visit: a page's own URL works before the app has routed once."""
+    url_path = next(url_path for file, url_path, _, _ in PAGES if name(file) == "train")
+    page.goto(f"{server}/{url_path}")
+    page.get_by_role("heading", name=CHECKS["train"].heading, exact=True).wait_for()
+    settle(page)
+    assert_no_dialog(page)
+
+
+def screenshot(page: Page, stem: str) -> Path:
+    """The whole page: the viewport grows to the height of the scrolling main area."""
+    height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
+    page.wait_for_timeout(500)  # let charts redraw at the new size
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{stem}.png"
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("number", "page_name", "url_path"),
+    [(i, name(file), url_path) for i, (file, url_path, _, _) in enumerate(PAGES)],
+    ids=[name(file) for file, _, _, _ in PAGES],
+)
+def test_page_in_a_browser(server, page, js_errors, number, page_name, url_path):
+    check = CHECKS[page_name]
+    stem = f"{number}_{page_name}"
+    try:
+        page.goto(f"{server}/{url_path}")
+        page.get_by_role("heading", name=check.heading, exact=True).wait_for()
+        settle(page)
+        check.action(page)
+        page.get_by_text(check.done).first.wait_for()
+        settle(page)
+    except BaseException:  # a timeout or pytest.fail: keep what the page showed
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"{stem}_failed.png", full_page=True)
+        raise
+
+    errors = page.locator(ERRORS)
+    assert errors.count() == 0, "\n\n".join(errors.all_inner_texts())
+    assert_no_dialog(page)
+    assert js_errors == [], js_errors
+    assert page.locator(FIGURES).count() > 0, f"{page_name} shows no image or chart"
+    assert "Device:" in page.get_by_test_id("stSidebar").inner_text()
+
+    path = screenshot(page, stem)
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert pixels.shape[0] >= VIEWPORT["height"] and pixels.shape[1] == VIEWPORT["width"]
+    assert pixels.std() > 10, f"{path} looks blank (pixel std {pixels.std():.1f})"
