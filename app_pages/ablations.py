@@ -129,7 +129,11 @@ for table, title in TABLES.items():
     for col, r in zip(cols, entries, strict=True):
         path = str(folder / f"{r['name']}.safetensors")
         grid, nfe = samples(path, file_stamp(path), int(seed))
-        col.image(enlarged(grid, 240), caption=f"{r['label']} (RK4, NFE {nfe})", clamp=True)
+        col.image(
+            enlarged(grid, 240),
+            caption=f"{r['label']} (RK4, NFE {nfe}, seed {int(seed)})",
+            clamp=True,
+        )
 
 st.subheader("What we find")
 by_name = {ab.name: ab for ab in ABLATIONS}

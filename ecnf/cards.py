@@ -274,8 +274,10 @@ def evaluate_image_checkpoint(
         scores = evaluate_images(x, reference, net)
         results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
     floor = reference_statistics(test, train, net, sizes=(num_samples,), seed=seed)[0]
+    device = torch.device(device)
     return {
         "path": str(path),
+        "sampler_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         "data": data,
         "num_samples": num_samples,
         "seed": seed,
@@ -320,5 +322,11 @@ def render_image_card(name: str, info: dict, evaluation: dict) -> str:
         steps = r["steps"] if r["steps"] is not None else "adaptive"
         cells = " | ".join(_fmt(r[k]) for k in keys)
         lines.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} | {r['seconds']:.1f} |")
-    lines += ["", "Regenerate with `python scripts/make_cards.py` (times vary with load).", ""]
+    where = evaluation.get("sampler_device")
+    lines += [
+        "",
+        (f"Samples drawn and timed on {where}. " if where else "")
+        + "Regenerate with `python scripts/make_cards.py` (times vary with load).",
+        "",
+    ]
     return "\n".join(lines)

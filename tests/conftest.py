@@ -41,6 +41,10 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
     )
     ckpt = train_tiny(runs / "digits", data="digits", model=unet, steps=4, batch_size=32)
     shutil.copy(ckpt, root / "images" / "tiny_digits.safetensors")
+    # the seed-paper ablations are small MLPs: the shipped ones, with their cards
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "checkpoints" / "ablations", root / "ablations"
+    )
     return root
 
 

@@ -213,6 +213,10 @@ def likelihood_action(page: Page) -> None:
     slide_to_start(page, "Repeats (seeds)")  # 5 Hutchinson estimates instead of 30
 
 
+def ablations_action(page: Page) -> None:
+    type_number(page, "Noise seed for the sample grids", 1)
+
+
 @dataclass(frozen=True)
 class PageCheck:
     heading: str
@@ -228,6 +232,7 @@ CHECKS = {
     "train": PageCheck("Train", train_action, "completed at step 20/20"),
     "solver_lab": PageCheck("Solver lab", solvers_action, "exact W2 between 250 samples"),
     "likelihood_lab": PageCheck("Likelihood lab", likelihood_action, "5 independent draws"),
+    "ablations": PageCheck("Seed paper ablations", ablations_action, "NFE 20, seed 1)"),
 }
 
 

@@ -70,7 +70,31 @@ def test_evaluate_small_sample_is_consistent(tmp_path):
     assert ev["floor"]["w2"] > 0
 
 
-SHIPPED_IMAGES = sorted((ROOT / "checkpoints" / "images").glob("*.safetensors"))
+SHIPPED_IMAGES = sorted((ROOT / "checkpoints" / "images").glob("*.safetensors")) + sorted(
+    (ROOT / "checkpoints" / "ablations").glob("*.safetensors")
+)
+
+
+def test_required_image_checkpoints_and_the_few_step_claim():
+    images = ROOT / "checkpoints" / "images"
+    for name in ("digits_unet_fm", "fmnist_unet_fm", "fmnist_unet_reflow"):
+        for suffix in (".safetensors", ".md", ".json"):
+            assert (images / name).with_suffix(suffix).exists(), name + suffix
+    teacher, student = (
+        json.loads((images / f"{n}.json").read_text())
+        for n in ("fmnist_unet_fm", "fmnist_unet_reflow")
+    )
+
+    def fd(card, method, steps):
+        return next(r for r in card["rows"] if (r["method"], r["steps"]) == (method, steps))[
+            "FD-FMNIST"
+        ]
+
+    # the reflow student at 1-2 NFE beats its teacher at the same budget by a wide margin
+    for method, steps in (("euler", 1), ("euler", 2), ("midpoint", 1)):
+        assert fd(student, method, steps) < fd(teacher, method, steps) / 3
+    total = sum(p.stat().st_size for p in (ROOT / "checkpoints").rglob("*.safetensors"))
+    assert total < 50_000_000
 
 
 @pytest.mark.parametrize("path", SHIPPED_IMAGES, ids=lambda p: p.stem)
@@ -90,9 +114,16 @@ def test_image_checkpoint_samples_offline_and_matches_its_card(path):
         adaptive=False,
     )
     ref = next(r for r in card["rows"] if (r["method"], r["steps"]) == ("euler", 1))
-    for key in [*card["metrics"].values(), "sample_entropy"]:
+    # cards may be measured on another machine (a GPU, another CPU): float32 rounding
+    for key in card["metrics"].values():
         assert again["rows"][0][key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6)
-        assert again["floor"][key] == pytest.approx(card["floor"][key], rel=1e-6, abs=1e-9)
+    for key in [*card["metrics"].values(), "sample_entropy"]:
+        assert again["floor"][key] == pytest.approx(card["floor"][key], rel=1e-4, abs=1e-6)
+    # the entropy counts argmax classes: a sample on a class boundary may flip between
+    # machines, which moves it by about 1/num_samples
+    assert again["rows"][0]["sample_entropy"] == pytest.approx(
+        ref["sample_entropy"], abs=2 / card["num_samples"]
+    )
     text = path.with_suffix(".md").read_text()
     assert text == render_image_card(path.stem, checkpoint_info(path), card)
     assert "FID" not in text.replace("not FID", "").replace("published FIDs", "")

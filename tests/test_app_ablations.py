@@ -1,0 +1,105 @@
+"""The seed-paper ablation page: it shows the shipped cards' numbers and draws live samples."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from ecnf.ablations import ABLATIONS, ABLATIONS_DIR, ablation_rows
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "app_pages/ablations.py"
+TIMEOUT = 180
+
+
+def cards() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(ABLATIONS_DIR.glob("*.json"))}
+
+
+def test_every_configuration_is_shipped_with_a_card():
+    names = {ab.name for ab in ABLATIONS}
+    assert names == {p.stem for p in ABLATIONS_DIR.glob("*.safetensors")}
+    assert names == set(cards())
+    assert {ab.table for ab in ABLATIONS} == {1, 2, 3}
+    assert [ab.label for ab in ABLATIONS if ab.table == 3] == ["A", "B", "C", "D"]
+
+
+def test_equal_budgets_are_recorded_in_the_checkpoints():
+    from ecnf.checkpoint import checkpoint_info
+
+    budgets = set()
+    for ab in ABLATIONS:
+        meta = checkpoint_info(ab.path)["metadata"]
+        assert meta["status"] == "completed" and meta["dataset"] == "fashion_mnist"
+        budgets.add((meta["steps"], meta["batch_size"]))
+    assert len(budgets) == 1
+
+
+def test_ablation_rows_read_the_card_rows():
+    evaluations = cards()
+    rows = ablation_rows(evaluations, method="euler", steps=10)
+    assert len(rows) == len(ABLATIONS)
+    for row in rows:
+        card_row = next(
+            r
+            for r in evaluations[row["name"]]["rows"]
+            if (r["method"], r["steps"]) == ("euler", 10)
+        )
+        assert row["nfe"] == 10 and row["FD-FMNIST"] == card_row["FD-FMNIST"]
+    adaptive = ablation_rows(evaluations, method="dopri5", steps=None)
+    assert all(r["nfe"] > 20 for r in adaptive)
+    with pytest.raises(KeyError, match="no row for heun at 3 steps"):
+        ablation_rows(evaluations, method="heun", steps=3)
+
+
+def page(monkeypatch, checkpoints: Path | None = None) -> AppTest:
+    if checkpoints is None:
+        monkeypatch.delenv("ECNF_CHECKPOINTS_DIR", raising=False)
+    else:
+        monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(checkpoints))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_page_shows_the_cards_numbers_and_follows_the_solver(monkeypatch):
+    torch.manual_seed(0)
+    at = page(monkeypatch)
+    assert [t.value for t in at.title] == ["Seed paper ablations"]
+    assert not at.error and not at.warning
+    tables = at.dataframe
+    assert len(tables) == 3
+    evaluations = cards()
+
+    def shown(method, steps):
+        return {
+            (row["table"], row["label"]): row["FD-FMNIST"]
+            for row in ablation_rows(evaluations, method=method, steps=steps)
+        }
+
+    def on_page():
+        out = {}
+        for table, frame in zip((1, 2, 3), tables, strict=True):
+            for _, r in frame.value.iterrows():
+                out[(table, r["configuration"])] = r["FD-FMNIST"]
+        return out
+
+    assert on_page() == shown("rk4", 5)
+    assert len(at.image) == len(ABLATIONS)  # a live sample grid per table entry
+    assert len(at.get("plotly_chart")) == 3
+    at.selectbox[0].set_value("Euler, 1 step (NFE 1)").run()
+    assert not at.exception, at.exception
+    tables = at.dataframe
+    assert on_page() == shown("euler", 1) != shown("rk4", 5)
+    findings = " ".join(m.value for m in at.markdown)
+    assert "rounds to exactly 1 in float32" in findings
+
+
+def test_page_without_ablations_says_how_to_make_them(monkeypatch, tmp_path):
+    (tmp_path / "ablations").mkdir()
+    at = page(monkeypatch, tmp_path)
+    assert at.warning and "train_gpu_checkpoints.sh" in at.warning[0].value
+    assert not at.dataframe
