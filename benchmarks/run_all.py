@@ -1,0 +1,174 @@
+"""Run every benchmark section and write the results as markdown (and JSON).
+
+    python -m benchmarks.run_all                  # full run, writes benchmarks/RESULTS.md
+    python -m benchmarks.run_all --quick --out /tmp/RESULTS.md   # seconds: checks the harness
+
+Sections: 1-2 sampling (fixed grid and dopri5), 3 training throughput, 4 quality per solver
+budget, 5 interactive latency. Section 6 (GPU) is ``benchmarks/gpu.py``, run on a CUDA
+machine; its JSON (``--gpu-json``, by default ``benchmarks/gpu_results.json``) is included
+when present. Every number in the file is measured by the run that writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import latency, quality, sampling, training
+from .common import machine
+from .gpu import markdown as gpu_markdown
+
+__all__ = ["SECTIONS", "main", "render", "summary"]
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = {
+    "sampling": sampling,
+    "training": training,
+    "quality": quality,
+    "latency": latency,
+}
+
+
+def summary(results: dict) -> list[str]:
+    """Where ECNF stands against each target of the benchmark, computed from the results."""
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    s = results.get("sampling")
+    if s:
+        fixed = s["fixed"]["rows"]
+        ratios = [r["ratio_to_floor"]["ecnf"]["median"] for r in fixed]
+        peers = [
+            r["ecnf_over_peer"][p]["median"]
+            for r in fixed
+            for p in ("torchdiffeq", "flow_matching")
+        ]
+        worst = max(ratios)
+        lines.append(
+            f"| fixed-grid sampling within 5% of the floor | ECNF/floor median "
+            f"{statistics.median(ratios):.3f}, worst {worst:.3f} over {len(ratios)} cells "
+            f"| {'yes' if worst <= 1.05 else 'no'} |"
+        )
+        lines.append(
+            f"| never slower than torchdiffeq or flow_matching | ECNF/peer median "
+            f"{statistics.median(peers):.3f}, worst {max(peers):.3f} "
+            f"| {'yes' if max(peers) <= 1.0 else 'no'} |"
+        )
+        adaptive = s["adaptive"]["rows"]
+        same = all(len(set(r["nfe"].values())) == 1 for r in adaptive)
+        a_peers = [
+            r["ecnf_over_peer"][p]["median"]
+            for r in adaptive
+            for p in ("torchdiffeq", "flow_matching")
+        ]
+        lines.append(
+            f"| dopri5: same NFE, no slower | NFE equal in every case: {'yes' if same else 'no'}; "
+            f"ECNF/peer time median {statistics.median(a_peers):.3f}, worst {max(a_peers):.3f} "
+            f"| {'yes' if same and max(a_peers) <= 1.0 else 'no'} |"
+        )
+    t = results.get("training")
+    if t:
+        worst = max(r["ecnf_over_torchcfm"]["median"] for r in t["rows"])
+        lines.append(
+            f"| training step at least as fast as TorchCFM's | ECNF/TorchCFM time, worst "
+            f"{worst:.3f} over {len(t['rows'])} cases | {'yes' if worst <= 1.0 else 'no'} |"
+        )
+        for c in t["couplings"]:
+            share, theirs = c["share_of_ecnf_step"], c["share_of_torchcfm_step"]
+            lines.append(
+                f"| minibatch OT does not dominate the step at batch {c['batch']} "
+                f"({c['network']}) | {share:.0%} of ECNF's OT-CFM step "
+                f"(TorchCFM: {theirs:.0%}) | {'yes' if share < 0.5 else 'no'} |"
+            )
+    q = results.get("quality")
+    if q:
+        for r in q["rows"]:
+            if r["library"] == "ecnf" and r["objective"] in ("OT-CFM", "consistency"):
+                w = r["w2"]
+                one, two = w["euler 1"] / w["adaptive"], w["euler 2"] / w["adaptive"]
+                lines.append(
+                    f"| {r['objective']} near adaptive quality at 1-2 steps | W2 at 1 / 2 Euler "
+                    f"steps: {one:.2f}x / {two:.2f}x the dopri5 W2 "
+                    f"| {'yes' if min(one, two) <= 1.1 else 'no'} (within 10%) |"
+                )
+    return lines
+
+
+def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str:
+    m = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    lines = [
+        "# Benchmarks: ECNF beside TorchCFM, flow_matching and torchdiffeq",
+        "",
+        f"- Command: `{command}` ({seconds / 60:.1f} min)",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, torch threads "
+        f"{m['torch_threads']} (OMP_NUM_THREADS={m['omp_num_threads']}), GPU: {m['gpu'] or 'none'}",
+        f"- Software: Python {m['python']}, torch {m['torch']}, {versions}",
+        f"- Date: {m['date']}",
+        "",
+        "Timings are medians over interleaved rounds in this one run; every ratio compares "
+        "two things measured side by side in the same run (these machines are shared and "
+        "noisy, so read ratios near 1 as ties). Regenerate this file with the command above.",
+        "",
+        "## Where ECNF stands",
+        "",
+        *summary(results),
+        "",
+    ]
+    for name, module in SECTIONS.items():
+        if name in results:
+            lines.append(module.markdown(results[name]))
+    lines += ["## 6. GPU sampling throughput", ""]
+    if gpu:
+        lines.append(gpu_markdown(gpu))
+    else:
+        lines.append(
+            "Not measured in this run (no GPU here). On a CUDA machine run "
+            "`python benchmarks/gpu.py --out benchmarks/gpu_results.json`, then this command "
+            "again: the section is read from that file."
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Run ECNF's benchmarks and write RESULTS.md.")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--json", type=Path, default=None, help="default: --out with .json")
+    p.add_argument("--gpu-json", type=Path, default=HERE / "gpu_results.json")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    p.add_argument("--no-pages", action="store_true", help="skip the studio page renders")
+    args = p.parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    command = " ".join(
+        ["python -m benchmarks.run_all", *(argv if argv is not None else sys.argv[1:])]
+    )
+    start = time.perf_counter()
+    results: dict = {"machine": machine(), "command": command, "quick": args.quick}
+    for name in chosen:
+        print(f"[{name}]", flush=True)
+        t0 = time.perf_counter()
+        kwargs = {"pages": not args.no_pages} if name == "latency" else {}
+        results[name] = SECTIONS[name].run(quick=args.quick, **kwargs)
+        print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    results["seconds"] = seconds
+    gpu = json.loads(args.gpu_json.read_text()) if args.gpu_json.exists() else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results, gpu, command, seconds))
+    out_json = args.json or args.out.with_suffix(".json")
+    out_json.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out} and {out_json} in {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    sys.exit(main())
