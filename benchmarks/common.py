@@ -7,6 +7,7 @@ per-round ratios, so that a slow spell hits both sides of it.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
@@ -60,12 +61,18 @@ def sync(device: torch.device | str = "cpu") -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
-    """Seconds one call of ``fn`` takes, device work included."""
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
+    """Seconds one call of ``fn`` takes, device work included (garbage collection paused)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def interleaved(

@@ -16,6 +16,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -122,6 +123,8 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
     for name, module in SECTIONS.items():
         if name in results:
             lines.append(module.markdown(results[name]))
+    for name, error in results.get("failed", {}).items():
+        lines += [f"Section `{name}` failed in this run: `{error}`", ""]
     lines += ["## 6. GPU sampling throughput", ""]
     if gpu:
         lines.append(gpu_markdown(gpu))
@@ -156,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()
         kwargs = {"pages": not args.no_pages} if name == "latency" else {}
-        results[name] = SECTIONS[name].run(quick=args.quick, **kwargs)
+        try:
+            results[name] = SECTIONS[name].run(quick=args.quick, **kwargs)
+        except Exception as error:  # one broken section must not lose the others' numbers
+            traceback.print_exc()
+            results.setdefault("failed", {})[name] = f"{type(error).__name__}: {error}"
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
     seconds = time.perf_counter() - start
     results["seconds"] = seconds
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.json or args.out.with_suffix(".json")
     out_json.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out} and {out_json} in {seconds / 60:.1f} min")
-    return 0
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

@@ -124,8 +124,8 @@ def _networks(quick: bool) -> list[dict]:
         ]
     return [
         {"name": "2D MLP 256x3", "net": mlp, "batch": 16, "steps": (1, 5, 20, 100)},
-        {"name": "2D MLP 256x3", "net": mlp, "batch": 1024, "steps": (1, 5, 20, 100)},
-        {"name": "UNet digits 8x8", "net": unet, "batch": 16, "steps": (1, 5, 20)},
+        {"name": "2D MLP 256x3", "net": mlp, "batch": 256, "steps": (1, 5, 20, 100)},
+        {"name": "UNet digits 8x8", "net": unet, "batch": 4, "steps": (1, 5, 20)},
     ]
 
 
@@ -142,8 +142,8 @@ def run_fixed(quick: bool = False) -> dict:
                 times = interleaved(
                     fns,
                     repeats=2 if quick else None,
-                    target_s=1.0,
-                    min_repeats=5 if batch < 100 else 3,
+                    target_s=1.5,
+                    min_repeats=9,
                 )
                 row = {
                     "network": spec["name"],
@@ -194,7 +194,7 @@ def run_adaptive(quick: bool = False) -> dict:
                 counted.calls = 0
                 outs[name] = fn()
                 nfe[name] = counted.calls
-            times = interleaved(fns, repeats=2 if quick else None, target_s=2.0, min_repeats=3)
+            times = interleaved(fns, repeats=2 if quick else None, target_s=2.0, min_repeats=5)
             rows.append(
                 {
                     "network": spec["name"],
