@@ -37,21 +37,26 @@ PEERS = ("torchcfm", "flow_matching", "torchdiffeq", "POT", "scipy")
 
 @dataclass
 class Stats:
-    """Median and inter-quartile range of repeated measurements."""
+    """Median, quartiles and inter-quartile range of repeated measurements."""
 
     median: float
-    iqr: float
+    q1: float
+    q3: float
     n: int
 
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
     def as_dict(self) -> dict:
-        return {"median": self.median, "iqr": self.iqr, "n": self.n}
+        return {"median": self.median, "q1": self.q1, "q3": self.q3, "iqr": self.iqr, "n": self.n}
 
 
 def stats(values: list[float]) -> Stats:
     if len(values) < 2:
-        return Stats(values[0], 0.0, len(values))
+        return Stats(values[0], values[0], values[0], len(values))
     q = statistics.quantiles(values, n=4, method="inclusive")
-    return Stats(statistics.median(values), q[2] - q[0], len(values))
+    return Stats(statistics.median(values), q[0], q[2], len(values))
 
 
 def sync(device: torch.device | str = "cpu") -> None:

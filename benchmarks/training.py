@@ -97,8 +97,8 @@ def run(quick: bool = False) -> dict:
             times = interleaved(
                 fns,
                 repeats=3 if quick else None,
-                target_s=4.0,
-                min_repeats=5,
+                target_s=8.0,
+                min_repeats=10,
                 max_repeats=200,
                 warmup=2,
             )
