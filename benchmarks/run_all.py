@@ -6,7 +6,8 @@
 Sections: 1-2 sampling (fixed grid and dopri5), 3 training throughput, 4 quality per solver
 budget, 5 interactive latency. Section 6 (GPU) is ``benchmarks/gpu.py``, run on a CUDA
 machine; its JSON (``--gpu-json``, by default ``benchmarks/gpu_results.json``) is included
-when present. Every number in the file is measured by the run that writes it.
+when present, and ``--render-only`` adds it to an existing RESULTS.md without measuring
+again. Every number in the file is measured by the run that wrote the JSON it comes from.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
     else:
         lines.append(
             "Not measured in this run (no GPU here). On a CUDA machine run "
-            "`python benchmarks/gpu.py --out benchmarks/gpu_results.json`, then this command "
-            "again: the section is read from that file."
+            "`python benchmarks/gpu.py --out benchmarks/gpu_results.json`, then "
+            "`python -m benchmarks.run_all --render-only` adds that file here."
         )
     return "\n".join(lines).rstrip() + "\n"
 
@@ -150,7 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-json", type=Path, default=HERE / "gpu_results.json")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     p.add_argument("--no-pages", action="store_true", help="skip the studio page renders")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite --out from the saved JSON (e.g. to add a GPU section)",
+    )
     args = p.parse_args(argv)
+    out_json = args.json or args.out.with_suffix(".json")
+    gpu = json.loads(args.gpu_json.read_text()) if args.gpu_json.exists() else None
+    if args.render_only:
+        results = json.loads(out_json.read_text())
+        args.out.write_text(render(results, gpu, results["command"], results["seconds"]))
+        print(f"rewrote {args.out} from {out_json}")
+        return 0
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
@@ -172,10 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
     seconds = time.perf_counter() - start
     results["seconds"] = seconds
-    gpu = json.loads(args.gpu_json.read_text()) if args.gpu_json.exists() else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results, gpu, command, seconds))
-    out_json = args.json or args.out.with_suffix(".json")
     out_json.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out} and {out_json} in {seconds / 60:.1f} min")
     return 1 if results.get("failed") else 0

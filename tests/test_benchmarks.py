@@ -132,8 +132,13 @@ def test_harness_runs_end_to_end_and_writes_a_well_formed_file(tmp_path):
     assert all(r["max_abs_diff_vs_first"] < 1e-5 for r in eager)
 
     out = tmp_path / "RESULTS.md"
-    assert run_all.main(["--quick", "--out", str(out), "--gpu-json", str(gpu_json)]) == 0
+    missing = tmp_path / "none.json"
+    assert run_all.main(["--quick", "--out", str(out), "--gpu-json", str(missing)]) == 0
+    assert "Not measured in this run" in out.read_text()
+    # a GPU result that comes later is added without measuring again
+    assert run_all.main(["--render-only", "--out", str(out), "--gpu-json", str(gpu_json)]) == 0
     text = out.read_text()
+    assert gpu_result["model"]["config"] in text
     for heading in (
         "## Where ECNF stands",
         "## 1. Sampling overhead",
