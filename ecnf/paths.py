@@ -81,9 +81,9 @@ def linear_path(
         t = sample_t(x0.shape[0], like=x0, generator=generator)
     elif t.shape != (x0.shape[0],):
         raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
-    te = expand_t(t, x0)
-    xt = x0 + te * (x1 - x0)
+    ut = x1 - x0
+    xt = torch.addcmul(x0, expand_t(t, x0), ut)  # x0 + t (x1 - x0), one fused kernel
     if sigma > 0:
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        xt = xt + sigma * noise
-    return PathSample(x0=x0, x1=x1, t=t, xt=xt, ut=x1 - x0)
+        xt = torch.add(xt, noise, alpha=sigma)
+    return PathSample(x0=x0, x1=x1, t=t, xt=xt, ut=ut)

@@ -147,38 +147,52 @@ def integrate(
     check_choice("method", method, METHODS)
     if not torch.is_tensor(x0) or x0.ndim < 1:
         raise ValueError("x0 must be a tensor of shape (B, *dims)")
-    check_finite("x0", x0)
+    if not _capturing(x0):  # a CUDA graph being captured cannot read x0 back
+        check_finite("x0", x0)
     if times is None:
         if steps is None:
             steps = 10 if method in FIXED_METHODS else 1
         check_positive_int("steps", steps)
-        times = time_grid(steps, t0, t1, device=x0.device, dtype=x0.dtype)
+        # the grid's values in x0's dtype, read on the host: no device round trip, so the
+        # whole solve can be captured in a CUDA graph
+        grid = time_grid(steps, t0, t1, dtype=x0.dtype)
+        times = (
+            grid
+            if x0.device.type == "cpu"
+            else time_grid(steps, t0, t1, device=x0.device, dtype=x0.dtype)
+        )
     else:
         if steps is not None:
             raise ValueError("give either steps or times, not both")
-        times = _check_times(times, x0)
+        times = grid = _check_times(times, x0)
     if method not in FIXED_METHODS:
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not tol > 0:
                 raise ValueError(f"{name} must be > 0, got {tol!r}")
     with torch.set_grad_enabled(grad):
         if method in FIXED_METHODS:
-            return _integrate_fixed(velocity, x0, times, method, return_trajectory, callback)
+            return _integrate_fixed(
+                velocity, x0, times, grid.tolist(), method, return_trajectory, callback
+            )
         return _integrate_adaptive(
             velocity, x0, times, method, rtol, atol, return_trajectory, callback
         )
+
+
+def _capturing(x: Tensor) -> bool:
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _integrate_fixed(
     velocity: Velocity,
     x: Tensor,
     times: Tensor,
+    grid: list[float],
     method: str,
     return_trajectory: bool,
     callback: StepCallback | None,
 ) -> ODESolution:
     batch = x.shape[0]
-    grid = times.tolist()  # python floats: no device sync inside the loop
     trajectory = x.new_empty((len(grid), *x.shape)) if return_trajectory else None
     if trajectory is not None:
         trajectory[0] = x
@@ -188,22 +202,25 @@ def _integrate_fixed(
     def v(y: Tensor, t: float) -> Tensor:
         return velocity(y, y.new_full((batch,), t))
 
+    # Each update is written with torch.add(..., alpha=): one fused kernel per term, and no
+    # temporary for the scaled increment.
+    add = torch.add
     for i in range(len(grid) - 1):
         t, h = grid[i], grid[i + 1] - grid[i]
         if method == "euler":
-            x = x + h * v(x, t)
+            x = add(x, v(x, t), alpha=h)
         elif method == "midpoint":
-            x = x + h * v(x + (0.5 * h) * v(x, t), t + 0.5 * h)
+            x = add(x, v(add(x, v(x, t), alpha=0.5 * h), t + 0.5 * h), alpha=h)
         elif method == "heun":
             k1 = v(x, t)
-            k2 = v(x + h * k1, t + h)
-            x = x + (0.5 * h) * (k1 + k2)
+            k2 = v(add(x, k1, alpha=h), t + h)
+            x = add(x, add(k1, k2), alpha=0.5 * h)
         else:  # classical fourth-order Runge-Kutta
             k1 = v(x, t)
-            k2 = v(x + (0.5 * h) * k1, t + 0.5 * h)
-            k3 = v(x + (0.5 * h) * k2, t + 0.5 * h)
-            k4 = v(x + h * k3, t + h)
-            x = x + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+            k2 = v(add(x, k1, alpha=0.5 * h), t + 0.5 * h)
+            k3 = v(add(x, k2, alpha=0.5 * h), t + 0.5 * h)
+            k4 = v(add(x, k3, alpha=h), t + h)
+            x = add(x, add(add(k1, add(k2, k3), alpha=2.0), k4), alpha=h / 6.0)
         if trajectory is not None:
             trajectory[i + 1] = x
         if callback is not None:
@@ -230,7 +247,7 @@ def _integrate_adaptive(
     def func(t: Tensor, y: Tensor) -> Tensor:
         nonlocal nfe
         nfe += 1
-        return velocity(y, t.to(y.dtype) * y.new_ones(batch))
+        return velocity(y, t.to(y.dtype).expand(batch))  # a view: no allocation per call
 
     if not return_trajectory and callback is None:
         times = times[[0, -1]]

@@ -40,3 +40,22 @@ def test_couple_by_name():
         couple(x0, x1, "sinkhorn")
     with pytest.raises(ValueError, match="x0 and x1"):
         ot_assignment(torch.zeros(8, 2), torch.zeros(8, 3))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_every_solver_reaches_the_same_optimal_cost(dim):
+    g = torch.Generator().manual_seed(dim)
+    x0 = torch.randn(300, dim, generator=g, dtype=torch.float64)  # 300: auto picks the
+    x1 = torch.rand(300, dim, generator=g, dtype=torch.float64) * 4 - 2  # simplex in 1D/2D
+    costs = {}
+    for solver in ("auto", "hungarian", "network_simplex"):
+        perm = ot_assignment(x0, x1, solver=solver)
+        assert torch.equal(perm.sort().values, torch.arange(300))
+        costs[solver] = pairing_cost(x0, x1[perm]).item()
+    assert costs["auto"] == pytest.approx(costs["hungarian"], rel=1e-12)
+    assert costs["network_simplex"] == pytest.approx(costs["hungarian"], rel=1e-12)
+
+
+def test_unknown_solver_is_named():
+    with pytest.raises(ValueError, match="solver"):
+        ot_assignment(torch.zeros(4, 2), torch.zeros(4, 2), solver="sinkhorn")

@@ -1,0 +1,149 @@
+"""Timing and machine description shared by the benchmark sections.
+
+Timings on shared machines drift, so each comparison runs its candidates in interleaved
+rounds (the order rotates every round) and reports medians; a ratio is the median of the
+per-round ratios, so that a slow spell hits both sides of it.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+__all__ = [
+    "PEERS",
+    "Stats",
+    "interleaved",
+    "machine",
+    "ratio",
+    "stats",
+    "sync",
+    "timed",
+]
+
+#: Packages compared against, with the names they are installed under.
+PEERS = ("torchcfm", "flow_matching", "torchdiffeq", "POT", "scipy")
+
+
+@dataclass
+class Stats:
+    """Median, quartiles and inter-quartile range of repeated measurements."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def as_dict(self) -> dict:
+        return {"median": self.median, "q1": self.q1, "q3": self.q3, "iqr": self.iqr, "n": self.n}
+
+
+def stats(values: list[float]) -> Stats:
+    if len(values) < 2:
+        return Stats(values[0], values[0], values[0], len(values))
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return Stats(statistics.median(values), q[0], q[2], len(values))
+
+
+def sync(device: torch.device | str = "cpu") -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds one call of ``fn`` takes, device work included (garbage collection paused)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeats: int | None = None,
+    target_s: float = 1.0,
+    min_repeats: int = 5,
+    max_repeats: int = 50,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[float]]:
+    """Time each function in ``fns`` in rounds, one call each per round, rotating the order.
+
+    Without ``repeats``, the number of rounds is chosen from the warm-up so that the whole
+    comparison takes about ``target_s`` seconds (between ``min_repeats`` and ``max_repeats``).
+    """
+    names = list(fns)
+    spent = 0.0
+    for _ in range(max(warmup, 1)):
+        spent = sum(timed(fns[n], device) for n in names)
+    if repeats is None:
+        repeats = min(max(math.ceil(target_s / max(spent, 1e-9)), min_repeats), max_repeats)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            times[n].append(timed(fns[n], device))
+    return times
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> Stats:
+    """Median (and IQR) of the per-round ratios of two interleaved series."""
+    return stats([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def machine() -> dict:
+    """What the numbers were measured on, read from the machine (nothing typed)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": gpu,
+        "versions": {name: _version(name) for name in PEERS},
+    }
