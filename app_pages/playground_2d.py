@@ -216,7 +216,7 @@ def trained_model() -> tuple[str, str] | None:
         train(config)
     trained = st.session_state.get(TRAINED)
     if trained is None:
-        st.info("Choose the options and press **Train** (600 steps take a few seconds).")
+        st.info("Choose the options and press **Train**: the loss curve and training time follow.")
         return None
     history = pd.DataFrame(trained["history"])
     c1, c2 = st.columns([3, 1])
