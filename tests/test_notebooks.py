@@ -21,6 +21,9 @@ COURSE = [
     "01_flow_matching_2d",
     "02_solvers_and_nfe",
     "03_straight_flows",
+    "04_images",
+    "05_likelihood",
+    "06_seed_paper",
 ]
 # Names whose definition in a notebook would mean it re-implements a library step.
 LIBRARY_WORDS = (
