@@ -6,7 +6,9 @@ show only what a person wrote) and no private copies of library code.
 """
 
 import ast
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -111,16 +113,37 @@ def test_library_names_are_found():
     assert {"integrate", "flow_matching_loss", "log_prob", "velocitymlp"} <= names
 
 
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory) -> str:
+    """A kernel spec for the interpreter running the tests, whatever other specs exist."""
+    name = "ecnf-test-python"
+    folder = tmp_path_factory.mktemp("jupyter") / "kernels" / name
+    folder.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (ecnf tests)",
+        "language": "python",
+    }
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder.parents[1]), saved]))
+    yield name
+    if saved is None:
+        del os.environ["JUPYTER_PATH"]
+    else:
+        os.environ["JUPYTER_PATH"] = saved
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom_in_fast_mode(path):
+def test_notebook_runs_top_to_bottom_in_fast_mode(path, kernel_name):
     notebook = read(path)
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "ECNF_FAST": "1", "PYTHONPATH": pythonpath}
     client = NotebookClient(
         notebook,
         timeout=600,
-        kernel_name="python3",
+        kernel_name=kernel_name,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
     start = time.perf_counter()
