@@ -9,6 +9,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ecnf import integrate, sample_toy
+from ecnf.figures import add_point_cloud
 from ecnf.viz import image_grid
 from studio import PAGES, enlarged, file_stamp, list_checkpoints, load_model, model_device
 
@@ -114,16 +115,7 @@ def picture_figure(pic: dict) -> go.Figure:
 def gallery_figure(samples: dict[str, np.ndarray]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(samples), subplot_titles=list(samples))
     for i, x in enumerate(samples.values(), start=1):
-        fig.add_scattergl(
-            x=x[:, 0],
-            y=x[:, 1],
-            mode="markers",
-            marker={"size": 2, "color": "#1f77b4"},
-            showlegend=False,
-            hoverinfo="skip",
-            row=1,
-            col=i,
-        )
+        add_point_cloud(fig, x, row=1, col=i)
         fig.update_xaxes(range=[-LIM, LIM], showticklabels=False, row=1, col=i)
         fig.update_yaxes(
             range=[-LIM, LIM],

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from ecnf import integrate, load_images, sample_toy, wasserstein2
 from ecnf.cards import BUDGETS, solver_grid
 from ecnf.data import DatasetNotFoundError, to_model_range
+from ecnf.figures import add_point_cloud
 from ecnf.labs import chord_deviation, straightness
 from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classifier_path
 from ecnf.metrics.images import feature_statistics, frechet_distance
@@ -150,16 +151,7 @@ def small_multiples_2d(samples: dict, methods: list[str], budgets: list[int]) ->
         for j, nfe in enumerate(budgets, start=1):
             x = samples.get((method, nfe))
             if x is not None:
-                fig.add_scattergl(
-                    x=x[:, 0],
-                    y=x[:, 1],
-                    mode="markers",
-                    marker={"size": 2, "color": "#1f77b4"},
-                    showlegend=False,
-                    hoverinfo="skip",
-                    row=i,
-                    col=j,
-                )
+                add_point_cloud(fig, x, row=i, col=j)
     fig.update_xaxes(range=[-LIM, LIM], showticklabels=False)
     fig.update_yaxes(range=[-LIM, LIM], showticklabels=False)
     fig.update_layout(height=140 * len(methods) + 60, margin={"l": 10, "r": 30, "t": 40, "b": 10})

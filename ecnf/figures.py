@@ -9,9 +9,23 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["density_figure", "field_figure", "square_axes", "trajectory_figure"]
+__all__ = ["add_point_cloud", "density_figure", "field_figure", "square_axes", "trajectory_figure"]
 
 LIM = 4.5
+
+
+def add_point_cloud(fig: go.Figure, x: np.ndarray, row: int, col: int) -> None:
+    """Small blue markers of 2D points ``x`` (shape ``(N, 2)``) in one subplot cell."""
+    fig.add_scattergl(
+        x=x[:, 0],
+        y=x[:, 1],
+        mode="markers",
+        marker={"size": 2, "color": "#1f77b4"},
+        showlegend=False,
+        hoverinfo="skip",
+        row=row,
+        col=col,
+    )
 
 
 def square_axes(fig: go.Figure, height: int = 520, lim: float = LIM) -> go.Figure:
