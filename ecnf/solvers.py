@@ -12,7 +12,6 @@ backwards (data to noise), as the likelihood computation does.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,22 +38,42 @@ ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "
 METHODS: tuple[str, ...] = (*FIXED_METHODS, *ADAPTIVE_METHODS)
 
 
-@dataclass
 class ODESolution:
     """Result of :func:`integrate`.
 
     Attributes:
         x: final state, shape ``(B, *dims)``.
         nfe: number of velocity evaluations actually spent.
-        times: the time grid, shape ``(T,)`` (for adaptive methods, the output times).
+        times: the time grid, shape ``(T,)`` (for adaptive methods, the output times); built
+            on first access, so a solve that never reads it does not pay for the tensor.
         trajectory: states at ``times``, shape ``(T, B, *dims)``, or ``None`` when not
             requested.
     """
 
-    x: Tensor
-    nfe: int
-    times: Tensor
-    trajectory: Tensor | None = None
+    __slots__ = ("_times", "_times_like", "nfe", "trajectory", "x")
+
+    def __init__(
+        self,
+        x: Tensor,
+        nfe: int,
+        times: Tensor | Sequence[float],
+        trajectory: Tensor | None = None,
+    ) -> None:
+        self.x, self.nfe, self.trajectory = x, nfe, trajectory
+        self._times, self._times_like = times, x
+
+    @property
+    def times(self) -> Tensor:
+        if not torch.is_tensor(self._times):
+            like = self._times_like
+            self._times = torch.tensor(self._times, dtype=like.dtype, device=like.device)
+        return self._times
+
+    def __repr__(self) -> str:
+        return (
+            f"ODESolution(x=<{tuple(self.x.shape)}>, nfe={self.nfe}, "
+            f"times=<{len(self._times)}>, trajectory={self.trajectory is not None})"
+        )
 
 
 def nfe_per_step(method: str) -> int:
@@ -153,27 +172,26 @@ def integrate(
         if steps is None:
             steps = 10 if method in FIXED_METHODS else 1
         check_positive_int("steps", steps)
-        # the grid's values in x0's dtype, read on the host: no device round trip, so the
-        # whole solve can be captured in a CUDA graph
-        grid = time_grid(steps, t0, t1, dtype=x0.dtype)
-        times = (
-            grid
-            if x0.device.type == "cpu"
-            else time_grid(steps, t0, t1, device=x0.device, dtype=x0.dtype)
-        )
+        # the grid as Python floats: no tensor and no device round trip per solve (so a
+        # whole solve can be captured in a CUDA graph); the last time is exactly t1
+        span = t1 - t0
+        grid = [t0 + span * i / steps for i in range(steps)]
+        grid.append(t1)
+        times = grid
     else:
         if steps is not None:
             raise ValueError("give either steps or times, not both")
-        times = grid = _check_times(times, x0)
+        times = _check_times(times, x0)
+        grid = times.tolist()
     if method not in FIXED_METHODS:
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not tol > 0:
                 raise ValueError(f"{name} must be > 0, got {tol!r}")
     with torch.set_grad_enabled(grad):
         if method in FIXED_METHODS:
-            return _integrate_fixed(
-                velocity, x0, times, grid.tolist(), method, return_trajectory, callback
-            )
+            return _integrate_fixed(velocity, x0, times, grid, method, return_trajectory, callback)
+        if not torch.is_tensor(times):
+            times = torch.tensor(times, dtype=x0.dtype, device=x0.device)
         return _integrate_adaptive(
             velocity, x0, times, method, rtol, atol, return_trajectory, callback
         )
@@ -186,7 +204,7 @@ def _capturing(x: Tensor) -> bool:
 def _integrate_fixed(
     velocity: Velocity,
     x: Tensor,
-    times: Tensor,
+    times: Tensor | list[float],
     grid: list[float],
     method: str,
     return_trajectory: bool,

@@ -154,3 +154,35 @@ def test_nan_input_is_refused():
     x0[1, 0] = float("nan")
     with pytest.raises(ValueError, match="x0"):
         integrate(linear, x0, steps=2)
+
+
+@pytest.mark.parametrize("bad", [[float("inf"), -float("inf")], [float("-inf"), 1.0]])
+def test_infinite_input_is_refused(bad):
+    x0 = torch.tensor([bad, [1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"x0 contains [12] NaN"):
+        integrate(linear, x0, steps=2)
+
+
+def test_huge_finite_input_is_accepted():
+    # the sum of these values overflows float32; every element is still finite
+    x0 = torch.full((4, 2), 3e38)
+    sol = integrate(lambda x, t: torch.zeros_like(x), x0, method="euler", steps=1)
+    assert torch.equal(sol.x, x0)
+
+
+@pytest.mark.parametrize("t0, t1, steps", [(0.0, 1.0, 3), (1.0, 0.0, 10), (0.2, 0.7, 1)])
+def test_fixed_grid_is_uniform_and_ends_exactly(t0, t1, steps):
+    seen = []
+    sol = integrate(
+        linear,
+        torch.ones(2, 2),
+        method="euler",
+        steps=steps,
+        t0=t0,
+        t1=t1,
+        callback=lambda i, t, x: seen.append(t),
+    )
+    assert seen[0] == t0 and seen[-1] == t1
+    assert seen == pytest.approx([t0 + (t1 - t0) * i / steps for i in range(steps + 1)])
+    torch.testing.assert_close(sol.times, time_grid(steps, t0, t1))
+    assert sol.times.dtype == torch.float32
