@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--init", help="start from this checkpoint's weights (same architecture), e.g. reflow"
     )
+    t.add_argument(
+        "--ot-workers",
+        type=int,
+        default=4,
+        help="OT couplings: batches whose assignment is solved ahead in background threads "
+        "(0: in the step)",
+    )
     t.add_argument("--steps", type=int, default=2000, help="optimisation steps")
     t.add_argument("--batch-size", type=int, help="global batch (default 512 GPU / 256 CPU)")
     t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (seed paper 2e-4)")
@@ -275,6 +282,7 @@ def _train(args) -> int:
         teacher_method=args.teacher_solver,
         teacher_steps=args.teacher_steps,
         init=args.init,
+        ot_workers=args.ot_workers,
     )
     out = Path(args.out)
 

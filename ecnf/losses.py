@@ -81,6 +81,11 @@ class LossConfig:
                 f"got {self.dt!r}"
             )
 
+    @property
+    def uses_ot(self) -> bool:
+        """Whether the objective re-pairs each batch by minibatch OT."""
+        return self.name == "otcfm" or (self.name == "consistency" and self.coupling == "ot")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -243,23 +248,30 @@ def compute_loss(
     *,
     target: Velocity | None = None,
     generator: torch.Generator | None = None,
+    paired: bool = False,
 ) -> LossOutput:
     """Evaluate the objective described by ``config`` on one batch.
 
     For ``reflow``, ``(x0, x1)`` must be pairs from :func:`make_reflow_pairs`. For
     ``consistency``, ``target`` is the EMA network (stop-gradient self when ``None``).
+    ``paired=True`` says the batch is already coupled as the objective asks (for example by
+    :class:`ecnf.prefetch.CoupledBatches`), so no coupling is solved here.
     """
     kw = {"sigma": config.sigma, "generator": generator}
     if config.name == "fm":
         loss = flow_matching_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
     if config.name == "otcfm":
-        loss = ot_cfm_loss(velocity, x0, x1, **kw)
+        if paired:
+            loss = flow_matching_loss(velocity, x0, x1, **kw)
+        else:
+            loss = ot_cfm_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
     if config.name == "reflow":
         loss = reflow_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
-    x0, x1 = couple(x0, x1, config.coupling)
+    if not paired:
+        x0, x1 = couple(x0, x1, config.coupling)
     out = consistency_loss(
         velocity,
         x0,

@@ -35,6 +35,7 @@ from .data import DataStream, dataset_shape, make_stream
 from .ema import EMA
 from .losses import compute_loss, make_reflow_pairs
 from .nets import build_model, config_to_dict
+from .prefetch import CoupledBatches
 from .solvers import integrate
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "FitResult", "TrainingDiverged", "fit", "resolve_device"]
@@ -139,6 +140,34 @@ def _set_rng_state(gen: torch.Generator, state: dict) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _coupled_batches(config, target, source, batch, device, rank, ck) -> CoupledBatches:
+    """Batches paired by minibatch OT, solved ``config.ot_workers`` batches ahead.
+
+    The noise of these batches has its own generator (saved as ``pairs_rng``), so drawing
+    ahead does not shift the random times of the steps in between.
+    """
+    pair_gen = torch.Generator(device=device)
+    pair_gen.manual_seed(config.seed * 7919 + rank + 104_729)
+    saved = ck.train_state["streams"][rank] if ck is not None else {}
+    if "pairs_rng" in saved:
+        pair_gen.set_state(torch.tensor(saved["pairs_rng"], dtype=torch.uint8))
+
+    def draw() -> tuple[Tensor, Tensor]:
+        x1 = target.next_batch(batch).to(device, non_blocking=True)
+        if source is not None:
+            return source.next_batch(batch).to(device, non_blocking=True), x1
+        return torch.randn(x1.shape, generator=pair_gen, device=device), x1
+
+    def state() -> dict:
+        return {
+            "target": target.state_dict(),
+            "source": None if source is None else source.state_dict(),
+            "pairs_rng": pair_gen.get_state(),
+        }
+
+    return CoupledBatches(draw, state, workers=config.ot_workers)
 
 
 def _truncate_log(path: Path, step: int) -> list[dict]:
@@ -268,6 +297,9 @@ def fit(
     for group in optimizer.param_groups:  # resumed runs take the (possibly new) lr settings
         group["lr"] = config.lr
         group["weight_decay"] = config.weight_decay
+    pairs = None
+    if config.loss.uses_ot and teacher is None:
+        pairs = _coupled_batches(config, target, source, local_batch, device, rank, ck)
     train_model = model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -282,6 +314,11 @@ def fit(
         streams = {"target": target.state_dict(), "rng": _rng_state(gen)}
         if source is not None:
             streams["source"] = source.state_dict()
+        if pairs is not None:  # the data state before the batches drawn ahead
+            ahead = pairs.state_dict()
+            streams.update(target=ahead["target"], pairs_rng=ahead["pairs_rng"].tolist())
+            if source is not None:
+                streams["source"] = ahead["source"]
         streams = _gather(streams, world)
         if not main:
             return None
@@ -367,6 +404,8 @@ def fit(
                         teacher, x0, method=config.teacher_method, steps=config.teacher_steps
                     )
                 x1 = x1.float()
+            elif pairs is not None:
+                x0, x1 = pairs.next()
             else:
                 x1 = target.next_batch(local_batch).to(device, non_blocking=True)
                 if source is not None:
@@ -374,7 +413,15 @@ def fit(
                 else:
                     x0 = torch.randn(x1.shape, generator=gen, device=device)
             with autocast:
-                out = compute_loss(config.loss, train_model, x0, x1, target=ema, generator=gen)
+                out = compute_loss(
+                    config.loss,
+                    train_model,
+                    x0,
+                    x1,
+                    target=ema,
+                    generator=gen,
+                    paired=pairs is not None,
+                )
             loss = out.loss.float()
             loss_value = loss.detach()
             bad = ~torch.isfinite(loss_value) | (loss_value > config.max_loss)
@@ -453,6 +500,8 @@ def fit(
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+        if pairs is not None:
+            pairs.close()
     saved_path = save(reason)
     if world > 1:  # no rank leaves (and tears down the group) while rank 0 still writes
         dist.barrier()

@@ -76,6 +76,17 @@ def state_of(result):
 CASES = {
     "fm": {},
     "consistency": {"loss": LossConfig("consistency", dt=0.05, fm_weight=0.5, coupling="ot")},
+    "otcfm": {"loss": LossConfig("otcfm")},
+    "otcfm-3-ahead": {"loss": LossConfig("otcfm"), "ot_workers": 3, "source": "8gaussians"},
+    "digits-otcfm-2-ahead": {
+        "data": "digits",
+        "loss": LossConfig("otcfm"),
+        "ot_workers": 2,
+        "model": UNetConfig(
+            data_shape=(1, 8, 8), channels=8, channel_mult=(1,), attention_levels=()
+        ),
+        "batch_size": 16,
+    },
     "digits-unet": {
         "data": "digits",
         "model": UNetConfig(
@@ -353,3 +364,14 @@ def test_sigterm_saves_and_resumes(tmp_path):
     assert proc.returncode == 130 and "--resume" in stdout
     ck = read_checkpoint(out / "checkpoint.safetensors")
     assert ck.metadata["status"] == "interrupted" and ck.train_state["step"] >= 5
+
+
+@pytest.mark.parametrize("extra", [{}, {"source": "8gaussians"}])
+def test_ot_pairs_solved_ahead_train_the_same_model(tmp_path, extra):
+    # solving the couplings in background threads, any number of batches ahead, changes
+    # nothing in what is trained
+    loss = LossConfig("otcfm")
+    runs = [fit(tiny(tmp_path / str(w), loss=loss, ot_workers=w, **extra)) for w in (0, 1, 4)]
+    for other in runs[1:]:
+        for a, b in zip(state_of(runs[0]), state_of(other), strict=True):
+            assert torch.equal(a, b)
