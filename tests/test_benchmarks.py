@@ -158,3 +158,14 @@ def test_harness_runs_end_to_end_and_writes_a_well_formed_file(tmp_path):
     assert all(
         r["max_abs_diff_from_ecnf"]["floor"] < 1e-5 for r in results["sampling"]["fixed"]["rows"]
     )
+
+
+@pytest.mark.parametrize("cores, least", [(1, 0.75), (2, 0.5), (4, 0.0), (16, 0.0)])
+def test_least_possible_ot_share_is_the_scheduling_bound(cores, least):
+    # a step needs S = 10 ms of one core, an assignment A = 30 ms of CPU: no schedule on
+    # `cores` cores runs a step in less than max(S, (S + A) / cores)
+    from benchmarks.training import ot_share_bound
+
+    loop = {"network": "net", "steps_per_loop": 4, "time_s": {"ecnf I-CFM": {"median": 0.04}}}
+    couplings = [{"network": "net", "time_s": {"ecnf auto": {"median": 0.03}}}]
+    assert ot_share_bound(loop, couplings, cores) == pytest.approx(least)
