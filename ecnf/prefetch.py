@@ -29,8 +29,8 @@ from .couplings import OT_SOLVERS, ot_assignment
 
 __all__ = ["CoupledBatches"]
 
-Draw = Callable[[], tuple[Tensor, Tensor]]
-State = Callable[[], Any]
+PairDraw = Callable[[], tuple[Tensor, Tensor]]
+StateSnapshot = Callable[[], Any]
 
 
 class CoupledBatches:
@@ -54,7 +54,9 @@ class CoupledBatches:
         (torch.Size([8, 2]), torch.Size([8, 2]))
     """
 
-    def __init__(self, draw: Draw, state: State, *, workers: int = 1, solver: str = "auto"):
+    def __init__(
+        self, draw: PairDraw, state: StateSnapshot, *, workers: int = 1, solver: str = "auto"
+    ):
         check_positive_int("workers", workers, minimum=0)
         check_choice("solver", solver, OT_SOLVERS)
         self._draw, self._state, self._solver = draw, state, solver

@@ -154,20 +154,20 @@ def _coupled_batches(config, target, source, batch, device, rank, ck) -> Coupled
     if "pairs_rng" in saved:
         pair_gen.set_state(torch.tensor(saved["pairs_rng"], dtype=torch.uint8))
 
-    def draw() -> tuple[Tensor, Tensor]:
+    def draw_pair() -> tuple[Tensor, Tensor]:
         x1 = target.next_batch(batch).to(device, non_blocking=True)
         if source is not None:
             return source.next_batch(batch).to(device, non_blocking=True), x1
         return torch.randn(x1.shape, generator=pair_gen, device=device), x1
 
-    def state() -> dict:
+    def data_state() -> dict:
         return {
             "target": target.state_dict(),
             "source": None if source is None else source.state_dict(),
             "pairs_rng": pair_gen.get_state(),
         }
 
-    return CoupledBatches(draw, state, workers=config.ot_workers)
+    return CoupledBatches(draw_pair, data_state, workers=config.ot_workers)
 
 
 def _truncate_log(path: Path, step: int) -> list[dict]:
