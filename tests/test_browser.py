@@ -31,6 +31,7 @@ from studio.ui import PAGES
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # reported by the chromium fixture as a failure
     sync_playwright = None
 
@@ -293,7 +294,10 @@ def test_page_in_a_browser(server, page, js_errors, number, page_name, url_path)
     assert errors.count() == 0, "\n\n".join(errors.all_inner_texts())
     assert_no_dialog(page)
     assert js_errors == [], js_errors
-    assert page.locator(FIGURES).count() > 0, f"{page_name} shows no image or chart"
+    try:  # a chart may still be drawing when the text that ends the action appears
+        page.locator(FIGURES).first.wait_for(timeout=30_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"{page_name} shows no image or chart")
     assert "Device:" in page.get_by_test_id("stSidebar").inner_text()
 
     path = screenshot(page, stem)
