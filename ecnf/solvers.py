@@ -11,6 +11,8 @@ backwards (data to noise), as the likelihood computation does.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,6 +28,7 @@ __all__ = [
     "integrate",
     "nfe_per_step",
     "time_grid",
+    "uniform_grid",
 ]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
@@ -90,27 +93,55 @@ def time_grid(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """A uniform grid of ``steps + 1`` times from ``t0`` to ``t1`` (either direction).
+    """A uniform grid of ``steps + 1`` times from ``t0`` to ``t1`` (either direction): the
+    grid :func:`integrate` steps along when given ``steps``.
 
     Example:
         >>> time_grid(4)
         tensor([0.0000, 0.2500, 0.5000, 0.7500, 1.0000])
     """
+    return torch.tensor(uniform_grid(steps, t0, t1), device=device, dtype=dtype)
+
+
+def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0) -> list[float]:
+    """:func:`time_grid` as Python floats: ``t0 + (t1 - t0) i / steps``, ending exactly at
+    ``t1``. Passing (a slice of) it as ``times`` to :func:`integrate` steps along exactly the
+    times a solve with ``steps`` uses.
+
+    Example:
+        >>> uniform_grid(4, 1.0, 0.0)
+        [1.0, 0.75, 0.5, 0.25, 0.0]
+    """
     check_positive_int("steps", steps)
-    return torch.linspace(t0, t1, steps + 1, device=device, dtype=dtype)
+    span = t1 - t0
+    grid = [t0 + span * i / steps for i in range(steps)]
+    grid.append(t1)
+    return grid
 
 
-def _check_times(times: Tensor | Sequence[float], x0: Tensor) -> Tensor:
-    times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
-    if times.ndim != 1 or times.numel() < 2:
-        raise ValueError(
-            f"times must be a 1-D grid of at least 2 times, got shape {tuple(times.shape)}"
-        )
-    check_finite("times", times)
-    diffs = times.diff()
-    if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
+def _check_times(times: Tensor | Sequence[float], x0: Tensor) -> tuple[Tensor | list, list]:
+    """``(times to return, grid to step along)``: a tensor is cast to ``x0``'s dtype and
+    device and stepped along at those values; Python floats are stepped along as given."""
+    if torch.is_tensor(times):
+        times = times.to(dtype=x0.dtype, device=x0.device)
+        if times.ndim != 1:
+            raise ValueError(f"times must be a 1-D grid, got shape {tuple(times.shape)}")
+        grid = times.tolist()
+    else:
+        try:
+            grid = [float(t) for t in times]
+        except (TypeError, ValueError):
+            raise ValueError("times must be a 1-D grid of numbers") from None
+        times = grid
+    if len(grid) < 2:
+        raise ValueError(f"times must be a 1-D grid of at least 2 times, got {len(grid)}")
+    bad = sum(not math.isfinite(t) for t in grid)
+    if bad:
+        raise ValueError(f"times contains {bad} NaN or infinite value(s); clean the input first")
+    steps = [b - a for a, b in itertools.pairwise(grid)]
+    if not (all(h > 0 for h in steps) or all(h < 0 for h in steps)):
         raise ValueError("times must be strictly increasing or strictly decreasing")
-    return times
+    return times, grid
 
 
 def integrate(
@@ -171,18 +202,13 @@ def integrate(
     if times is None:
         if steps is None:
             steps = 10 if method in FIXED_METHODS else 1
-        check_positive_int("steps", steps)
-        # the grid as Python floats: no tensor and no device round trip per solve (so a
-        # whole solve can be captured in a CUDA graph); the last time is exactly t1
-        span = t1 - t0
-        grid = [t0 + span * i / steps for i in range(steps)]
-        grid.append(t1)
-        times = grid
+        # Python floats: no tensor and no device round trip per solve (so a whole solve can
+        # be captured in a CUDA graph); the returned times are built when first read
+        times = grid = uniform_grid(steps, t0, t1)
     else:
         if steps is not None:
             raise ValueError("give either steps or times, not both")
-        times = _check_times(times, x0)
-        grid = times.tolist()
+        times, grid = _check_times(times, x0)
     if method not in FIXED_METHODS:
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not tol > 0:

@@ -24,7 +24,7 @@ from torch import Tensor
 from ._checks import check_choice, check_positive_int
 from .callbacks import Callback, StopOnEvent
 from .config import TrainConfig
-from .solvers import FIXED_METHODS, integrate, time_grid
+from .solvers import FIXED_METHODS, integrate, uniform_grid
 from .train import FitResult, fit
 
 __all__ = ["SolverProgress", "TrainEvent", "fit_stream", "integrate_stream"]
@@ -96,9 +96,9 @@ def integrate_stream(
     if updates is not None:
         check_positive_int("updates", updates)
     stride = math.ceil(steps / updates) if updates else 1
-    grid = time_grid(steps, device=x0.device, dtype=x0.dtype)
+    grid = uniform_grid(steps)  # the times integrate(..., steps=steps) steps along
     x, nfe, seconds = x0, 0, 0.0
-    yield SolverProgress(0, float(grid[0]), x, nfe, seconds)
+    yield SolverProgress(0, grid[0], x, nfe, seconds)
     for start in range(0, steps, stride):
         stop = min(start + stride, steps)
         _sync(x)
@@ -107,7 +107,7 @@ def integrate_stream(
         _sync(sol.x)
         seconds += time.perf_counter() - began
         x, nfe = sol.x, nfe + sol.nfe
-        yield SolverProgress(stop, float(grid[stop]), x, nfe, seconds)
+        yield SolverProgress(stop, grid[stop], x, nfe, seconds)
 
 
 @dataclass

@@ -186,3 +186,16 @@ def test_fixed_grid_is_uniform_and_ends_exactly(t0, t1, steps):
     assert seen == pytest.approx([t0 + (t1 - t0) * i / steps for i in range(steps + 1)])
     torch.testing.assert_close(sol.times, time_grid(steps, t0, t1))
     assert sol.times.dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", list(FIXED_METHODS))
+def test_python_float_times_are_stepped_along_as_given(method):
+    # a slice-by-slice solve along uniform_grid is bit for bit the solve with steps
+    from ecnf.solvers import uniform_grid
+
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(3))
+    whole = integrate(nonlinear, x0, method=method, steps=9).x
+    grid, x = uniform_grid(9), x0
+    for start, stop in ((0, 4), (4, 5), (5, 9)):
+        x = integrate(nonlinear, x, method=method, times=grid[start : stop + 1]).x
+    assert torch.equal(x, whole)
