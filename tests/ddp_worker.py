@@ -1,4 +1,8 @@
-"""Run by test_train.py under torchrun: trains 6 steps with DDP and dumps each rank's weights."""
+"""Run by test_train.py under torchrun: trains 6 steps with DDP and dumps each rank's weights.
+
+Arguments: the output folder and the loss (``fm`` by default; ``otcfm`` solves each rank's
+couplings ahead in background threads).
+"""
 
 import os
 import sys
@@ -7,13 +11,15 @@ from pathlib import Path
 import torch
 
 from ecnf.config import TrainConfig
+from ecnf.losses import LossConfig
 from ecnf.nets import MLPConfig
 from ecnf.train import fit
 
 
-def main(out: Path) -> None:
+def main(out: Path, loss: str) -> None:
     cfg = TrainConfig(
         data="moons",
+        loss=LossConfig(loss),
         model=MLPConfig(data_shape=(2,), width=16, depth=2),
         steps=6,
         batch_size=32,
@@ -29,4 +35,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "fm")

@@ -299,7 +299,8 @@ def test_config_round_trip_through_json():
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("loss", ["fm", "otcfm"])
+def test_ddp_two_cpu_processes(tmp_path, loss):
     out = tmp_path / "ddp"
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -313,6 +314,7 @@ def test_ddp_two_cpu_processes(tmp_path):
         "29533",
         str(worker),
         str(out),
+        loss,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
