@@ -84,27 +84,17 @@ def picture_figure(pic: dict) -> go.Figure:
     px, py = paths(pic["flow"])
     fig.add_scatter(x=px, y=py, mode="lines", line={"color": grey, "width": 1}, row=1, col=2)
     for col, end in ((1, pic["x1"]), (2, pic["flow"][-1])):
-        start = pic["x0"]
-        fig.add_scatter(
-            x=start[:, 0],
-            y=start[:, 1],
-            mode="markers",
-            marker={"color": blue, "size": 5},
-            name="noise x0",
-            showlegend=col == 1,
-            row=1,
-            col=col,
-        )
-        fig.add_scatter(
-            x=end[:, 0],
-            y=end[:, 1],
-            mode="markers",
-            marker={"color": red, "size": 5},
-            name="data x1",
-            showlegend=col == 1,
-            row=1,
-            col=col,
-        )
+        for points, color, name in ((pic["x0"], blue, "noise x0"), (end, red, "data x1")):
+            fig.add_scatter(
+                x=points[:, 0],
+                y=points[:, 1],
+                mode="markers",
+                marker={"color": color, "size": 5},
+                name=name,
+                showlegend=col == 1,
+                row=1,
+                col=col,
+            )
     fig.update_traces(selector={"mode": "lines"}, showlegend=False, hoverinfo="skip")
     fig.update_xaxes(range=[-LIM, LIM], showticklabels=False)
     fig.update_yaxes(range=[-LIM, LIM], showticklabels=False, scaleanchor="x")

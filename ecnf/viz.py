@@ -70,18 +70,23 @@ def scatter_figure(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    _draw_scatter(ax, samples, reference, title, lim)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_scatter(ax, samples: Tensor, reference: Tensor | None, title: str, lim: float) -> None:
+    """Samples in blue over the reference data in grey, on the square ``[-lim, lim]^2``."""
     if reference is not None:
-        r = reference.detach().cpu().numpy()
+        r = reference.detach().float().cpu().numpy()
         ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="data")
-    s = samples.detach().cpu().numpy()
+    s = samples.detach().float().cpu().numpy()
     ax.scatter(s[:, 0], s[:, 1], s=2, c="tab:blue", label="samples")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
     ax.set_xticks([])
     ax.set_yticks([])
     if reference is not None:
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
-    fig.tight_layout()
-    return fig
 
 
 def scatter_image(
@@ -105,17 +110,7 @@ def scatter_image(
 
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if reference is not None:
-        r = reference.detach().float().cpu().numpy()
-        ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="data")
-    s = samples.detach().float().cpu().numpy()
-    ax.scatter(s[:, 0], s[:, 1], s=2, c="tab:blue", label="samples")
-    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if reference is not None:
-        ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    _draw_scatter(fig.add_subplot(), samples, reference, title, lim)
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
