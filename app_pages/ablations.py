@@ -12,6 +12,7 @@ import torch
 
 from ecnf import integrate
 from ecnf.ablations import ABLATIONS, ablation_rows
+from ecnf.solvers import nfe_per_step
 from ecnf.viz import image_grid
 from studio import (
     checkpoint_meta,
@@ -28,12 +29,18 @@ TABLES = {
     2: "Table 2: depth and activation",
     3: "Table 3: learning rate, weight decay and EMA (configurations A-D)",
 }
-SOLVERS = {  # label -> (method, steps) of a card row
-    "RK4, 5 steps (NFE 20)": ("rk4", 5),
-    "Euler, 10 steps (NFE 10)": ("euler", 10),
-    "Euler, 1 step (NFE 1)": ("euler", 1),
-    "dopri5, adaptive": ("dopri5", None),
-}
+SOLVER_ROWS = (("rk4", 5), ("euler", 10), ("euler", 1), ("dopri5", None))  # rows of the cards
+GRID_SOLVER = ("rk4", 5)  # the live sample grids and the findings use this row
+
+
+def solver_label(method: str, steps: int | None) -> str:
+    if steps is None:
+        return f"{method}, adaptive"
+    nfe = steps * nfe_per_step(method)
+    return f"{method}, {steps} step{'s' if steps > 1 else ''} (NFE {nfe})"
+
+
+SOLVERS = {solver_label(m, n): (m, n) for m, n in SOLVER_ROWS}
 NUM_SHOWN = 16
 
 
@@ -49,11 +56,13 @@ def load_evaluations(folder: Path) -> dict[str, dict]:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def samples(path: str, stamp: int, seed: int) -> tuple:
-    """A grid of samples (RK4, 5 steps) from one noise batch shared by every configuration."""
+    """A grid of samples (:data:`GRID_SOLVER`) from one noise batch shared by every
+    configuration."""
     model = load_model(path, stamp)
     shape = tuple(model.config.data_shape)
     x0 = torch.randn((NUM_SHOWN, *shape), generator=torch.Generator().manual_seed(seed))
-    sol = integrate(model, x0.to(model_device(model)), method="rk4", steps=5)
+    method, steps = GRID_SOLVER
+    sol = integrate(model, x0.to(model_device(model)), method=method, steps=steps)
     return image_grid(sol.x.cpu(), nrow=4), sol.nfe
 
 
@@ -62,17 +71,33 @@ def decay_is_a_no_op(lr: float, weight_decay: float) -> bool:
     return bool(torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32) == 1.0)
 
 
+def budget_text(meta: dict[str, dict]) -> str:
+    """The training budget the checkpoints record: one phrase if they share it."""
+    budgets = {(m.get("loss"), m.get("steps"), m.get("batch_size")) for m in meta.values()}
+    if len(budgets) == 1:
+        loss, steps, batch = budgets.pop()
+        return f"the **same budget**: {loss} loss, {steps} AdamW steps of batch {batch}"
+    return "budgets that differ between checkpoints (see each card)"
+
+
 st.title("Seed paper ablations")
-st.markdown(
-    "The seed paper (*Enhanced Continuous Normalizing Flows*) ablates its velocity MLP in "
-    "three tables. ECNF retrains every configuration on **Fashion-MNIST** with the **same "
-    "budget** (flow matching, 15000 AdamW steps of batch 256, one seed; the exact command and "
-    "hardware are in each card) and measures it here with the project's offline metrics. "
-    "The numbers below are read from each checkpoint's card, which `scripts/make_cards.py` "
-    "computes from the checkpoint; the sample grids are drawn live."
-)
 folder = checkpoints_dir() / "ablations"
 evaluations = load_evaluations(folder)
+by_name = {ab.name: ab for ab in ABLATIONS}
+meta = {
+    name: checkpoint_meta(
+        str(folder / f"{name}.safetensors"), file_stamp(str(folder / f"{name}.safetensors"))
+    )
+    for name in evaluations
+}
+st.markdown(
+    "The seed paper (*Enhanced Continuous Normalizing Flows*) ablates its velocity MLP in "
+    "three tables. ECNF retrains every configuration on **Fashion-MNIST** with "
+    f"{budget_text(meta) if meta else 'one budget'} (read from the checkpoints; the exact "
+    "command and hardware are in each card) and measures it here with the project's offline "
+    "metrics. The numbers below are read from each checkpoint's card, which "
+    "`scripts/make_cards.py` computes from the checkpoint; the sample grids are drawn live."
+)
 if not evaluations:
     st.warning(
         f"No ablation checkpoints with cards were found in `{folder}`. Train them with "
@@ -112,10 +137,7 @@ for table, title in TABLES.items():
                 "change": r["change"],
                 "NFE": r["nfe"],
                 **{k: r[k] for k in metric_keys},
-                "final training loss": checkpoint_meta(
-                    str(folder / f"{r['name']}.safetensors"),
-                    file_stamp(str(folder / f"{r['name']}.safetensors")),
-                ).get("final_loss"),
+                "final training loss": meta[r["name"]].get("final_loss"),
             }
             for r in entries
         ]
@@ -131,28 +153,22 @@ for table, title in TABLES.items():
         grid, nfe = samples(path, file_stamp(path), int(seed))
         col.image(
             enlarged(grid, 240),
-            caption=f"{r['label']} (RK4, NFE {nfe}, seed {int(seed)})",
+            caption=f"{r['label']} ({GRID_SOLVER[0]}, NFE {nfe}, seed {int(seed)})",
             clamp=True,
         )
 
 st.subheader("What we find")
-by_name = {ab.name: ab for ab in ABLATIONS}
-meta = {
-    name: checkpoint_meta(
-        str(folder / f"{name}.safetensors"), file_stamp(str(folder / f"{name}.safetensors"))
-    )
-    for name in evaluations
-    if name in by_name
-}
 notes = []
-if decay_is_a_no_op(2e-4, 1e-4):
+optim = meta.get("baseline", {}).get("train_config", {})
+lr, wd = optim.get("lr"), optim.get("weight_decay")
+if lr and wd and decay_is_a_no_op(lr, wd):
     same = [n for n in ("config_a", "baseline") if n in meta]
     losses = [meta[n].get("final_loss") for n in same]
     equal = len(losses) == 2 and losses[0] == losses[1]
     notes.append(
-        "With the paper's defaults (lr 2e-4, weight decay 1e-4) AdamW's decoupled decay "
-        "multiplies each weight by 1 - 2e-8 per step, which rounds to exactly 1 in float32: "
-        "the weight decay does nothing. "
+        f"With the baseline's settings (lr {lr:g}, weight decay {wd:g}, read from its "
+        f"checkpoint) AdamW's decoupled decay multiplies each weight by 1 - {lr * wd:.0e} per "
+        "step, which rounds to exactly 1 in float32: the weight decay does nothing. "
         + (
             "Configuration A (no decay, no EMA) and the baseline indeed end with the same "
             f"training loss to every digit ({losses[0]:.6f}): only the EMA differs."
@@ -160,11 +176,15 @@ if decay_is_a_no_op(2e-4, 1e-4):
             else ""
         )
     )
-fd = {r["name"]: r[metric_keys[0]] for r in ablation_rows(evaluations)}
+grid_method, grid_steps = GRID_SOLVER
+fd = {
+    r["name"]: r[metric_keys[0]]
+    for r in ablation_rows(evaluations, method=grid_method, steps=grid_steps)
+}
 if fd:
     best = min(fd, key=fd.get)
     notes.append(
-        f"At RK4 with 5 steps the lowest {metric_keys[0]} is {fd[best]:.2f} "
+        f"At {solver_label(*GRID_SOLVER)} the lowest {metric_keys[0]} is {fd[best]:.2f} "
         f"({by_name[best].label}: {by_name[best].change}); the real-vs-real floor is "
         f"{first['floor'][metric_keys[0]]:.2f}. A fully connected network on flattened "
         "pixels stays far from the data at this budget, in line with the very high FIDs the "
@@ -173,7 +193,7 @@ if fd:
 unet = checkpoints_dir() / "images" / "fmnist_unet_fm.json"
 if unet.exists():
     ref = json.loads(unet.read_text())
-    row = next((r for r in ref["rows"] if (r["method"], r["steps"]) == ("rk4", 5)), None)
+    row = next((r for r in ref["rows"] if (r["method"], r["steps"]) == GRID_SOLVER), None)
     if row is not None:
         notes.append(
             f"For scale, the shipped convolutional UNet `fmnist_unet_fm` (its own budget: see "

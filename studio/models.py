@@ -55,10 +55,12 @@ def load_model(path: str, stamp: int) -> nn.Module:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def checkpoint_meta(path: str, stamp: int) -> dict:
-    """The checkpoint's JSON metadata (dataset, source, loss, steps...), header only."""
+    """The checkpoint's JSON metadata (dataset, source, loss, steps...), its model config and
+    its training config (``train_config``, empty when the file has none), header only."""
     del stamp
     info = checkpoint_info(path)
-    return {**info["metadata"], "model_config": info["model_config"]}
+    train_config = (info.get("train_state") or {}).get("config") or {}
+    return {**info["metadata"], "model_config": info["model_config"], "train_config": train_config}
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -8,6 +8,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from ecnf.ablations import ABLATIONS, ABLATIONS_DIR, ablation_rows
+from ecnf.checkpoint import checkpoint_info
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "app_pages/ablations.py"
@@ -27,7 +28,6 @@ def test_every_configuration_is_shipped_with_a_card():
 
 
 def test_equal_budgets_are_recorded_in_the_checkpoints():
-    from ecnf.checkpoint import checkpoint_info
 
     budgets = set()
     for ab in ABLATIONS:
@@ -90,12 +90,17 @@ def test_page_shows_the_cards_numbers_and_follows_the_solver(monkeypatch):
     assert on_page() == shown("rk4", 5)
     assert len(at.image) == len(ABLATIONS)  # a live sample grid per table entry
     assert len(at.get("plotly_chart")) == 3
-    at.selectbox[0].set_value("Euler, 1 step (NFE 1)").run()
+    at.selectbox[0].set_value("euler, 1 step (NFE 1)").run()
     assert not at.exception, at.exception
     tables = at.dataframe
     assert on_page() == shown("euler", 1) != shown("rk4", 5)
     findings = " ".join(m.value for m in at.markdown)
     assert "rounds to exactly 1 in float32" in findings
+    # the budget and the optimiser settings quoted are read from the checkpoints
+    info = checkpoint_info(ABLATIONS_DIR / "baseline.safetensors")
+    meta, optim = info["metadata"], info["train_state"]["config"]
+    assert f"{meta['steps']} AdamW steps of batch {meta['batch_size']}" in findings
+    assert f"lr {optim['lr']:g}, weight decay {optim['weight_decay']:g}" in findings
 
 
 def test_page_without_ablations_says_how_to_make_them(monkeypatch, tmp_path):
