@@ -33,6 +33,7 @@ from ecnf.checkpoint import checkpoint_info
 from ecnf.playground import compare_to_data
 from ecnf.solvers import FIXED_METHODS
 from ecnf.streams import fit_stream, integrate_stream
+from ecnf.train import PREVIEW_SOLVER
 from ecnf.viz import image_grid, scatter_image
 
 try:  # preinstalled on ZeroGPU Spaces: holds a GPU only while a decorated function runs
@@ -244,6 +245,8 @@ def train_2d(target: str, loss: str, steps, seed) -> Iterator[tuple]:
 @gpu(duration=120)
 def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
     reference = sample_toy(target, W2_POINTS, generator=torch.Generator().manual_seed(seed))
+    preview_method, preview_steps = PREVIEW_SOLVER
+    preview = f"{preview_method}, {preview_steps} steps"
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ecnf-demo-") as out_dir:
         config = TrainConfig(
@@ -268,18 +271,18 @@ def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
                 text = f"step {event.step}/{steps}, loss {event.record['loss']:.4f}"
                 yield pd.DataFrame(rows), gr.skip(), text
             elif event.kind == "preview":
-                title = f"EMA samples at step {event.step} (rk4, 10 steps)"
+                title = f"EMA samples at step {event.step} ({preview})"
                 frame = Image.fromarray(scatter_image(event.samples, reference, title))
                 yield gr.skip(), frame, gr.skip()
             else:
                 result = event.result
     x0 = torch.randn((W2_POINTS, 2), generator=torch.Generator().manual_seed(seed))
-    sol = ecnf.integrate(result.ema, x0.to(device()), method="rk4", steps=10)
+    sol = ecnf.integrate(result.ema, x0.to(device()), method=preview_method, steps=preview_steps)
     report = compare_to_data(sol.x.cpu(), target, seed=seed)
     title = f"trained: W2 {report.w2:.3f} (data floor {report.floor:.3f})"
     info = (
         f"**Trained** {result.step} steps of {loss} in {result.wall_time_s:.1f} s; final loss "
-        f"{rows[-1]['loss']:.4f}.  \n**Sampled** with rk4, 10 steps (NFE {sol.nfe}).  \n"
+        f"{rows[-1]['loss']:.4f}.  \n**Sampled** with {preview} (NFE {sol.nfe}).  \n"
         f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh {target} data; "
         f"data floor (fresh data against fresh data) {report.floor:.4f}"
     )

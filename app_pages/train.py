@@ -18,6 +18,7 @@ from ecnf import (
 )
 from ecnf.data import DatasetNotFoundError, dataset_shape
 from ecnf.nets import ACTIVATIONS
+from ecnf.train import PREVIEW_SOLVER
 from ecnf.viz import image_grid
 from studio import enlarged, session_workdir, show_error
 from studio.training import add_session_checkpoint, current_run, session_checkpoints, start_run
@@ -163,7 +164,8 @@ def show_preview(preview, data: str) -> None:
         st.plotly_chart(fig, key="tr_preview_chart")
     else:
         st.image(enlarged(image_grid(samples, nrow=4), 320))
-    st.caption(f"EMA samples of `{data}` at step {step}: RK4, 10 steps, fixed noise.")
+    method, steps = PREVIEW_SOLVER
+    st.caption(f"EMA samples of `{data}` at step {step}: {method}, {steps} steps, fixed noise.")
 
 
 def show_run() -> None:

@@ -38,7 +38,18 @@ from .nets import build_model, config_to_dict
 from .prefetch import CoupledBatches
 from .solvers import integrate
 
-__all__ = ["CHECKPOINT_NAME", "LOG_NAME", "FitResult", "TrainingDiverged", "fit", "resolve_device"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "LOG_NAME",
+    "PREVIEW_SOLVER",
+    "FitResult",
+    "TrainingDiverged",
+    "fit",
+    "resolve_device",
+]
+
+#: ``(method, steps)`` that :func:`fit` samples its previews with (from fixed noise).
+PREVIEW_SOLVER = ("rk4", 10)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "metrics.jsonl"
@@ -477,7 +488,8 @@ def fit(
                 term_sums.clear()
                 t_log, step_log = time.perf_counter(), step
             if main and config.sample_every and step % config.sample_every == 0:
-                samples = integrate(ema, preview_noise.to(device), method="rk4", steps=10).x
+                method, steps = PREVIEW_SOLVER
+                samples = integrate(ema, preview_noise.to(device), method=method, steps=steps).x
                 for cb in callbacks:
                     cb.on_preview(step, samples.cpu())
             if is_ckpt and step < config.steps:
