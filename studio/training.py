@@ -11,7 +11,6 @@ recorder's snapshot on each rerun. Runs and the checkpoints they leave live in
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -42,12 +41,11 @@ class Recorder(Callback):
         self.lock = threading.Lock()
         self.records: list[dict] = []
         self.preview: tuple[int, Tensor] | None = None
-        self.total_steps = 0
         self.start_step = 0
 
     def on_start(self, step: int, total_steps: int) -> None:
         with self.lock:
-            self.start_step, self.total_steps = step, total_steps
+            self.start_step = step
 
     def on_log(self, record: dict) -> None:
         with self.lock:
@@ -84,7 +82,6 @@ class TrainingRun:
     reason: str | None = None  # completed / stopped / interrupted once fit returned
     error: tuple[Exception, str] | None = None
     checkpoint: str | None = None
-    started_at: float = 0.0
     registered: bool = False
 
     @property
@@ -101,7 +98,6 @@ class TrainingRun:
             raise RuntimeError("this run is still going; stop it first")
         self.stop_event.clear()
         self.reason, self.error = None, None
-        self.started_at = time.time()
         self.thread = threading.Thread(
             target=self._work, args=(resume,), name=f"ecnf-train-{self.label}", daemon=True
         )
