@@ -9,8 +9,8 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from ecnf import integrate, load_images, sample_toy, wasserstein2
-from ecnf.cards import BUDGETS, solver_grid
+from ecnf import integrate, load_images, wasserstein2
+from ecnf.cards import BUDGETS, solver_grid, toy_sets
 from ecnf.data import DatasetNotFoundError, to_model_range
 from ecnf.figures import add_point_cloud
 from ecnf.labs import chord_deviation, straightness
@@ -54,10 +54,6 @@ def real_features(dataset: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     return net.features(test).numpy(), net.features(train).numpy()
 
 
-def quality_2d(x: torch.Tensor, fresh: torch.Tensor) -> float:
-    return wasserstein2(x.cpu(), fresh)
-
-
 def fd(features: np.ndarray, reference: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(features), *feature_statistics(reference))
 
@@ -66,13 +62,10 @@ def noise_and_judge(path: str, stamp: int, n: int, seed: int):
     """The seeded noise batch and a function scoring samples (lower is better), its floor."""
     meta = checkpoint_meta(path, stamp)
     shape = tuple(meta["model_config"]["data_shape"])
-    g = torch.Generator().manual_seed(seed)
     if shape == (2,):
-        x0 = sample_toy(meta.get("source", "gaussian"), n, generator=g)
-        fresh = sample_toy(meta["dataset"], n, generator=g)
-        other = sample_toy(meta["dataset"], n, generator=g)
-        return x0, lambda x: quality_2d(x, fresh), wasserstein2(other, fresh)
-    x0 = torch.randn((n, *shape), generator=g)
+        x0, fresh, other = toy_sets(meta["dataset"], meta.get("source", "gaussian"), n, seed)
+        return x0, lambda x: wasserstein2(x.cpu(), fresh), wasserstein2(other, fresh)
+    x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
     dataset = meta["dataset"]
     if dataset not in CLASSIFIER_DATASETS:
         return x0, None, None

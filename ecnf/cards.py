@@ -28,6 +28,7 @@ __all__ = [
     "render_image_card",
     "results_table",
     "solver_grid",
+    "toy_sets",
 ]
 
 #: NFE budgets reported for every fixed-step solver that can spend them exactly.
@@ -49,7 +50,10 @@ def solver_grid(budgets=BUDGETS, methods=tuple(FIXED_METHODS)) -> list[tuple[str
     return rows
 
 
-def _toy_sets(data: str, source: str, num: int, seed: int):
+def toy_sets(data: str, source: str, num: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x0, fresh, other)``: ``num`` source points, and two fresh sets of the toy ``data``
+    (the reference, and the second set of the data-vs-data floor), from one generator seeded
+    with ``seed``. The cards and the studio's solver lab both judge 2D models on these."""
     g = torch.Generator().manual_seed(seed)
     x0 = sample_toy(source, num, generator=g)
     fresh = sample_toy(data, num, generator=g)
@@ -82,7 +86,7 @@ def evaluate_2d(
     if data not in TOY_DATASETS:
         raise ValueError(f"{path} was trained on {data!r}, not a 2D data set")
     model = load(path, device="cpu")
-    x0, fresh, other = _toy_sets(data, source, num_samples, seed)
+    x0, fresh, other = toy_sets(data, source, num_samples, seed)
     results = []
     for method, steps, _ in rows if rows is not None else solver_grid(budgets):
         start = time.perf_counter()
