@@ -9,6 +9,7 @@ import torch
 
 from ecnf import bits_per_dim, dequantize, load_images, log_prob, sample_toy
 from ecnf.data import DatasetNotFoundError, to_model_range
+from ecnf.figures import density_figure
 from ecnf.labs import repeated_log_prob
 from ecnf.likelihood import PROBES
 from ecnf.playground import log_density_grid
@@ -65,7 +66,7 @@ def estimator_spread(
 @st.cache_data(max_entries=16, show_spinner=False)
 def density(path: str, stamp: int) -> dict:
     grid = log_density_grid(load_model(path, stamp), lim=LIM, n=GRID, method="rk4", steps=10)
-    return {"xs": grid.xs.numpy(), "ys": grid.ys.numpy(), "z": grid.log_prob.numpy()}
+    return {"xs": grid.xs.numpy(), "ys": grid.ys.numpy(), "log_prob": grid.log_prob.numpy()}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -96,16 +97,6 @@ def spread_figure(res: dict) -> go.Figure:
     fig.update_xaxes(title="mean log p over the points (nats)")
     fig.update_yaxes(title="repeats")
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, bargap=0.05)
-    return fig
-
-
-def density_figure(d: dict) -> go.Figure:
-    z = np.maximum(d["z"], d["z"].max() - 12.0)
-    fig = go.Figure(
-        go.Heatmap(x=d["xs"], y=d["ys"], z=z, colorscale="Viridis", colorbar={"title": "log p"})
-    )
-    fig.update_yaxes(scaleanchor="x")
-    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 
@@ -143,7 +134,7 @@ def flow_section(options: dict[str, str]) -> None:
         f"{repeats} independent draws. More probes shrink the spread like 1/sqrt(probes)."
     )
     st.subheader("Density of the model")
-    st.plotly_chart(density_figure(dens), key="ll_density")
+    st.plotly_chart(density_figure(dens, log_scale=True), key="ll_density")
     st.caption(
         f"log p(x) on a {GRID} x {GRID} grid, exact divergence, RK4 with 10 steps "
         "(clipped 12 nats below the maximum)."
