@@ -10,10 +10,14 @@ Between two uniform empirical measures of equal size an optimal plan can always 
 be a permutation (Birkhoff-von Neumann), so the exact assignment solved here is the exact
 discrete OT plan. Works on any tensor shape: samples are flattened to vectors.
 
-Two exact solvers are used, whichever is faster for the batch: the shortest augmenting path
-algorithm of SciPy's ``linear_sum_assignment`` (Crouse 2016), and the network simplex of POT's
-``ot.emd`` (Bonneel et al. 2011), which is several times faster on large batches of 2D points,
-where the augmenting paths grow long. Both return an optimal permutation.
+Three solvers are offered. The default is an auction with epsilon scaling (Bertsekas 1988;
+:mod:`ecnf._auction`), compiled with Numba, whose permutation costs at most ``1e-9`` times the
+range of the cost matrix more than the optimum, so optimal up to float64 rounding; on
+minibatches of 512 points it is several times faster than the two exact solvers, the shortest
+augmenting path of SciPy's ``linear_sum_assignment`` (Crouse 2016) and the network simplex of
+POT's ``ot.emd`` (Bonneel et al. 2011). Without Numba, or in the rare case where the auction's
+prices do not settle within its bid budget, ``auto`` falls back to whichever of the exact two
+suits the batch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ._auction import auction_assignment
 from ._checks import check_choice, check_same_shape
 
 __all__ = [
@@ -38,7 +43,7 @@ __all__ = [
 
 COUPLINGS = ("independent", "ot")
 #: Exact assignment solvers of :func:`ot_assignment` (``auto`` picks one per batch).
-OT_SOLVERS = ("auto", "hungarian", "network_simplex")
+OT_SOLVERS = ("auto", "auction", "hungarian", "network_simplex")
 
 
 def pairing_cost(x0: Tensor, x1: Tensor) -> Tensor:
@@ -53,10 +58,12 @@ def ot_assignment(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Tensor:
     Arguments:
         x0: shape ``(B, *dims)``.
         x1: shape ``(B, *dims)``.
-        solver: ``hungarian`` (SciPy's ``linear_sum_assignment``), ``network_simplex``
-            (POT's ``ot.emd``) or ``auto``: the network simplex for batches of at least
-            :data:`NETWORK_SIMPLEX_MIN_BATCH` points of at most 2 dimensions (when POT is
-            installed), the Hungarian solver otherwise. All are exact.
+        solver: ``auction`` (compiled auction, optimal to ``1e-9`` of the cost range),
+            ``hungarian`` (SciPy's ``linear_sum_assignment``), ``network_simplex`` (POT's
+            ``ot.emd``) or ``auto``: the auction, else the network simplex for batches of at
+            least :data:`NETWORK_SIMPLEX_MIN_BATCH` points of at most 2 dimensions (when POT
+            is installed), else the Hungarian solver. ``auction`` and ``network_simplex``
+            fall back to the Hungarian solver when they cannot answer.
 
     Returns:
         A ``LongTensor`` of shape ``(B,)`` on ``x1``'s device.
@@ -83,16 +90,21 @@ def solve_assignment(cost: np.ndarray, *, dims: int, solver: str = "auto") -> np
     matrix between samples of ``dims`` dimensions (``solver`` as in :func:`ot_assignment`).
     """
     check_choice("solver", solver, OT_SOLVERS)
-    if solver == "auto":
+    cols = None
+    if solver in ("auto", "auction"):
+        cols = auction_assignment(cost)
+    if cols is None and solver == "auto":
         small = dims <= 2 and cost.shape[0] >= NETWORK_SIMPLEX_MIN_BATCH
         solver = "network_simplex" if small and _has_pot() else "hungarian"
-    cols = _network_simplex(cost) if solver == "network_simplex" else None
+    if cols is None and solver == "network_simplex":
+        cols = _network_simplex(cost)
     if cols is None:
         _, cols = linear_sum_assignment(cost)
     return cols
 
 
-#: Smallest batch for which ``auto`` prefers the network simplex on 1D and 2D samples.
+#: Smallest batch for which ``auto``, without the auction, prefers the network simplex on 1D
+#: and 2D samples.
 NETWORK_SIMPLEX_MIN_BATCH = 256
 
 

@@ -1,9 +1,9 @@
 """Training pairs whose minibatch OT coupling is solved ahead of the step that uses them.
 
-An exact OT coupling of a batch is a linear assignment solved on the CPU (SciPy or POT). Its
-cost grows roughly with the cube of the batch, while a small network's training step grows
-linearly: at batch 512 on 2D data one exact assignment costs more than the whole step of a
-256-wide MLP. Both solvers release the GIL, so :class:`CoupledBatches` draws the next
+An OT coupling of a batch is a linear assignment solved on the CPU (see
+:mod:`ecnf.couplings`). Its cost grows faster than the batch, while a small network's training
+step grows linearly: at batch 512 on 2D data one assignment costs about as much as the whole
+step of a 256-wide MLP. Every solver releases the GIL, so :class:`CoupledBatches` draws the next
 batches on the calling thread (keeping the random streams in their order) and solves their
 assignments in background threads while the current step runs. With ``workers`` solvers
 in flight, an assignment that costs ``A`` seconds no longer delays a step that costs ``S``

@@ -45,14 +45,17 @@ def test_couple_by_name():
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_every_solver_reaches_the_same_optimal_cost(dim):
     g = torch.Generator().manual_seed(dim)
-    x0 = torch.randn(300, dim, generator=g, dtype=torch.float64)  # 300: auto picks the
-    x1 = torch.rand(300, dim, generator=g, dtype=torch.float64) * 4 - 2  # simplex in 1D/2D
+    x0 = torch.randn(300, dim, generator=g, dtype=torch.float64)
+    x1 = torch.rand(300, dim, generator=g, dtype=torch.float64) * 4 - 2
     costs = {}
-    for solver in ("auto", "hungarian", "network_simplex"):
+    for solver in ("auto", "auction", "hungarian", "network_simplex"):
         perm = ot_assignment(x0, x1, solver=solver)
         assert torch.equal(perm.sort().values, torch.arange(300))
         costs[solver] = pairing_cost(x0, x1[perm]).item()
-    assert costs["auto"] == pytest.approx(costs["hungarian"], rel=1e-12)
+    assert costs["auto"] == costs["auction"]
+    # the auction's bound: 1e-9 of the largest pair cost in total, i.e. per pair on average
+    spread = torch.cdist(x0, x1).pow(2).max().item()
+    assert costs["auction"] <= costs["hungarian"] + 1e-9 * spread / 300 + 1e-12
     assert costs["network_simplex"] == pytest.approx(costs["hungarian"], rel=1e-12)
 
 
