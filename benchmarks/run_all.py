@@ -92,7 +92,7 @@ def summary(results: dict) -> list[str]:
                 f"{share['ecnf OT ahead']:.0%} with `fit`'s couplings solved ahead "
                 f"({lp['workers']} threads), {share['ecnf OT in step']:.0%} solved in the step, "
                 f"TorchCFM {share['torchcfm OT']:.0%}; loop time {vs:.2f}x TorchCFM's. "
-                f"Least possible on {cores} cores with this exact solver: {bound:.0%} "
+                f"Least possible on {cores} cores with this solver: {bound:.0%} "
                 "(see section 3) "
                 f"| {'yes' if share['ecnf OT ahead'] < 0.5 else 'no'} |"
             )

@@ -164,7 +164,7 @@ def _loops(spec: dict, base: nn.Module, batches: list, quick: bool) -> dict:
 def ot_share_bound(loop: dict, couplings: list[dict], cores: int) -> float:
     """The least part of an OT-CFM loop's time that OT can take on ``cores`` cores.
 
-    One step needs ``S`` seconds of one core (the I-CFM step) and one exact assignment ``A``
+    One step needs ``S`` seconds of one core (the I-CFM step) and one assignment ``A``
     seconds of CPU; ``S`` cannot be split, so no schedule beats ``max(S, (S + A) / cores)``
     per step, and OT's part ``1 - S / step`` is at least what this returns.
     """
@@ -299,8 +299,9 @@ def _loops_markdown(loops: list[dict], couplings: list[dict], cores: int) -> lis
     lines = [
         "",
         f"OT-CFM training loops (each loop starts cold: {lengths}), "
-        f"interleaved. `ecnf OT ahead` is what `ecnf.fit` does by default: the next {workers} "
-        "batches' exact assignments are solved in background threads while the step runs. "
+        f"interleaved. `ecnf OT ahead` is what `ecnf.fit` does by default on this machine: the "
+        f"assignments of the next {workers} batch{'' if workers == 1 else 'es'} are solved in "
+        "background threads while the step runs. "
         "`OT share` is the part of the loop's time that OT is responsible for, "
         "1 - (I-CFM loop time / OT-CFM loop time), median of per-round values; `waiting` is "
         "the part the step spent blocked on a coupling not yet solved. However the work is "

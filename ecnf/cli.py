@@ -42,6 +42,7 @@ def _solver_kwargs(args) -> dict:
 def _parser() -> argparse.ArgumentParser:
     from .losses import LOSSES
     from .nets import ACTIVATIONS, TIME_EMBEDDINGS
+    from .solvers import FIXED_METHODS
 
     parser = argparse.ArgumentParser(
         prog="python -m ecnf",
@@ -80,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fm-weight", type=float, default=0.0, help="consistency: added FM weight")
     t.add_argument("--sigma", type=float, default=0.0, help="path noise")
     t.add_argument("--teacher", help="reflow: checkpoint that generates the pairs")
-    t.add_argument("--teacher-solver", default="rk4", help="reflow: solver for the teacher's pairs")
+    t.add_argument(
+        "--teacher-solver",
+        default="rk4",
+        choices=tuple(FIXED_METHODS),
+        help="reflow: fixed-step solver for the teacher's pairs",
+    )
     t.add_argument(
         "--teacher-steps", type=int, default=20, help="reflow: solver steps for the pairs"
     )
@@ -90,9 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--ot-workers",
         type=int,
-        default=4,
         help="OT couplings: batches whose assignment is solved ahead in background threads "
-        "(0: in the step)",
+        "(0: in the step; default: one per free core, at most 4)",
     )
     t.add_argument("--steps", type=int, default=2000, help="optimisation steps")
     t.add_argument("--batch-size", type=int, help="global batch (default 512 GPU / 256 CPU)")
@@ -282,7 +287,7 @@ def _train(args) -> int:
         teacher_method=args.teacher_solver,
         teacher_steps=args.teacher_steps,
         init=args.init,
-        ot_workers=args.ot_workers,
+        **({} if args.ot_workers is None else {"ot_workers": args.ot_workers}),
     )
     out = Path(args.out)
 

@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor
 
 from ._checks import check_choice, check_positive_int
-from .couplings import OT_SOLVERS, ot_assignment
+from .couplings import OT_SOLVERS, ot_coupling
 
 __all__ = ["CoupledBatches"]
 
@@ -62,21 +62,19 @@ class CoupledBatches:
         self._draw, self._state, self._solver = draw, state, solver
         self._workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ecnf-ot") if workers else None
-        self._ahead: deque[tuple[Any, Tensor, Tensor, Future]] = deque()
+        self._ahead: deque[tuple[Any, Future]] = deque()
         self._dropped: Any = None
         self._closed = False
         #: Seconds :meth:`next` spent waiting for an assignment (solving it, when
         #: ``workers == 0``), summed over the calls.
         self.wait_s = 0.0
 
-    def _solve(self, x0: Tensor, x1: Tensor) -> Tensor:
-        return ot_assignment(x0, x1, solver=self._solver)
-
     def _fill(self) -> None:
         while len(self._ahead) < self._workers:
             snapshot = self._state()
             x0, x1 = self._draw()
-            self._ahead.append((snapshot, x0, x1, self._pool.submit(self._solve, x0, x1)))
+            future = self._pool.submit(ot_coupling, x0, x1, solver=self._solver)
+            self._ahead.append((snapshot, future))
 
     def next(self) -> tuple[Tensor, Tensor]:
         """The next batch as ``(x0, x1[perm])``, with ``perm`` its exact OT assignment."""
@@ -85,17 +83,17 @@ class CoupledBatches:
         if self._pool is None:
             x0, x1 = self._draw()
             start = time.perf_counter()
-            perm = self._solve(x0, x1)
+            pairs = ot_coupling(x0, x1, solver=self._solver)
             self.wait_s += time.perf_counter() - start
-            return x0, x1[perm]
+            return pairs
         if not self._ahead:
             self._fill()
-        _, x0, x1, future = self._ahead.popleft()
+        _, future = self._ahead.popleft()
         self._fill()  # the next solves start before this batch's step runs
         start = time.perf_counter()
-        perm = future.result()
+        pairs = future.result()
         self.wait_s += time.perf_counter() - start
-        return x0, x1[perm]
+        return pairs
 
     def state_dict(self) -> Any:
         """The state to save: the snapshot before the oldest batch still ahead, if any.
@@ -110,7 +108,7 @@ class CoupledBatches:
         """Stop the background solvers (waiting for the ones running) and drop the batches
         drawn ahead; :meth:`state_dict` goes on returning the state before them."""
         if self._pool is not None:
-            for *_, future in self._ahead:
+            for _, future in self._ahead:
                 future.cancel()
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -94,7 +94,9 @@ def time_grid(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """A uniform grid of ``steps + 1`` times from ``t0`` to ``t1`` (either direction): the
-    grid :func:`integrate` steps along when given ``steps``.
+    grid :func:`integrate` steps along when given ``steps``, rounded to ``dtype``. Passing
+    this tensor as ``times`` steps along the rounded times, so in float32 the result can
+    differ from ``steps=`` in the last bits; :func:`uniform_grid` gives the times unrounded.
 
     Example:
         >>> time_grid(4)

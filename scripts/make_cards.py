@@ -39,7 +39,8 @@ FOLDERS = ("2d", "images", "ablations")
 def _image_section(title: str, ev: dict) -> list[str]:
     keys = [*ev["metrics"].values(), "sample_entropy"]
     text = [
-        f"## {title} ({ev['data']}, {ev['num_samples']} samples, features of {ev['feature_net']})",
+        f"## {title} ({ev['data']}, {ev['num_samples']} samples drawn on "
+        f"{ev['sampler_device']}, features of {ev['feature_net']})",
         "",
         "| solver | steps | NFE | " + " | ".join(keys) + " |",
         "|---" * (len(keys) + 3) + "|",
@@ -57,17 +58,21 @@ def _ablation_section(evaluations: dict[str, dict]) -> list[str]:
         return []
     first = next(iter(evaluations.values()))
     keys = [*first["metrics"].values(), "sample_entropy"]
+    rows = ablation_rows(evaluations, method="rk4", steps=5)
+    nfe = sorted({row["nfe"] for row in rows})
+    devices = sorted({ev["sampler_device"] for ev in evaluations.values()})
     text = [
         "## Seed-paper ablations (fashion_mnist, equal budgets)",
         "",
-        f"RK4 with 5 steps (NFE 20), {first['num_samples']} samples, features of "
-        f"{first['feature_net']}; every solver is in each card under checkpoints/ablations/. "
+        f"RK4 with 5 steps (NFE {', '.join(map(str, nfe))}), {first['num_samples']} samples "
+        f"sampled on {', '.join(devices)}, features of {first['feature_net']}; every solver "
+        "is in each card under checkpoints/ablations/. "
         "What each configuration changes is defined in `ecnf/ablations.py`.",
         "",
         "| table | configuration | change | " + " | ".join(keys) + " |",
         "|---" * (len(keys) + 3) + "|",
     ]
-    for row in ablation_rows(evaluations):
+    for row in rows:
         cells = " | ".join(f"{row[k]:.4f}" for k in keys)
         text.append(f"| {row['table']} | {row['label']} | {row['change']} | {cells} |")
     floor = " | ".join(f"{first['floor'][k]:.4f}" for k in keys)

@@ -35,16 +35,16 @@ def test_pairs_equal_solving_each_batch_in_turn(workers):
     assert len(draws) == 6 + workers
 
 
-def test_assignments_are_solved_in_background_threads():
+def test_assignments_are_solved_in_background_threads(monkeypatch):
     seen = []
 
-    class Recording(CoupledBatches):
-        def _solve(self, x0, x1):
-            seen.append(threading.current_thread().name)
-            return super()._solve(x0, x1)
+    def recording(x0, x1, **kw):
+        seen.append(threading.current_thread().name)
+        return ot_coupling(x0, x1, **kw)
 
+    monkeypatch.setattr("ecnf.prefetch.ot_coupling", recording)
     gen, draw, _ = source()
-    with Recording(draw, gen.get_state, workers=2) as pairs:
+    with CoupledBatches(draw, gen.get_state, workers=2) as pairs:
         for _ in range(4):
             pairs.next()
     assert seen and all(name.startswith("ecnf-ot") for name in seen)
