@@ -65,7 +65,7 @@ def _ablation_section(evaluations: dict[str, dict]) -> list[str]:
         "## Seed-paper ablations (fashion_mnist, equal budgets)",
         "",
         f"RK4 with 5 steps (NFE {', '.join(map(str, nfe))}), {first['num_samples']} samples "
-        f"sampled on {', '.join(devices)}, features of {first['feature_net']}; every solver "
+        f"drawn on {', '.join(devices)}, features of {first['feature_net']}; every solver "
         "is in each card under checkpoints/ablations/. "
         "What each configuration changes is defined in `ecnf/ablations.py`.",
         "",
