@@ -20,6 +20,9 @@ faster than SciPy's shortest augmenting path and POT's network simplex (see
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import numpy as np
 
 __all__ = ["AUCTION_TOL", "auction_assignment", "have_auction"]
@@ -31,15 +34,10 @@ _SHRINK, _FIRST = 8.0, 1.0 / 64.0
 #: Bids allowed, per row and in all, before giving up (the caller then uses another solver).
 _BIDS_PER_ROW, _BIDS_EXTRA = 2000, 100_000
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; kept optional for ports
-    numba = None
-
 
 def have_auction() -> bool:
     """Whether the compiled auction solver is available (Numba installed)."""
-    return numba is not None
+    return importlib.util.find_spec("numba") is not None
 
 
 def _bid_rounds(cost, eps_last, eps, shrink, max_bids):  # pragma: no cover - compiled
@@ -84,8 +82,15 @@ def _bid_rounds(cost, eps_last, eps, shrink, max_bids):  # pragma: no cover - co
         eps = max(eps / shrink, eps_last)
 
 
-if numba is not None:
-    _bid_rounds = numba.njit(cache=True, nogil=True)(_bid_rounds)
+@functools.cache
+def _kernel():
+    """``_bid_rounds`` compiled (imported lazily: Numba adds a quarter second to start-up)."""
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(_bid_rounds)
+    except RuntimeError:  # no writable place for the cache: compile in every process
+        return numba.njit(nogil=True)(_bid_rounds)
 
 
 def auction_assignment(cost: np.ndarray, *, tol: float = AUCTION_TOL) -> np.ndarray | None:
@@ -95,7 +100,7 @@ def auction_assignment(cost: np.ndarray, *, tol: float = AUCTION_TOL) -> np.ndar
     Returns ``None`` when Numba is missing or the prices did not settle within the bid budget
     (ties in their thousands can do that); the caller then solves the assignment otherwise.
     """
-    if numba is None:
+    if not have_auction():
         return None
     cost = np.asarray(cost, dtype=np.float64)
     n = cost.shape[0]
@@ -110,5 +115,5 @@ def auction_assignment(cost: np.ndarray, *, tol: float = AUCTION_TOL) -> np.ndar
     # The last epsilon must stay above the rounding of prices of order `spread`.
     eps_last = max(tol * spread / n, 64 * float(np.spacing(spread)))
     budget = _BIDS_PER_ROW * n + _BIDS_EXTRA
-    cols, _, settled = _bid_rounds(cost, eps_last, spread * _FIRST, _SHRINK, budget)
+    cols, _, settled = _kernel()(cost, eps_last, spread * _FIRST, _SHRINK, budget)
     return cols if settled else None

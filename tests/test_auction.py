@@ -83,7 +83,7 @@ def test_an_exhausted_bid_budget_falls_back_to_the_exact_solver(monkeypatch):
 def test_the_compiled_kernel_releases_the_gil():
     # The background OT solvers of ecnf.prefetch.CoupledBatches rely on this.
     assert _auction.have_auction()
-    assert _auction._bid_rounds.targetoptions["nogil"] is True
+    assert _auction._kernel().targetoptions["nogil"] is True
 
 
 def test_auto_coupling_uses_the_auction(monkeypatch):
