@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import ecnf
 from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, sample_toy
 from ecnf.checkpoint import checkpoint_info
 from ecnf.playground import compare_to_data
+from ecnf.shipped import list_checkpoints as checkpoints
 from ecnf.solvers import FIXED_METHODS
 from ecnf.streams import fit_stream, integrate_stream
 from ecnf.train import PREVIEW_SOLVER
@@ -50,7 +50,6 @@ except ImportError:
 
 __all__ = ["build_demo"]
 
-REPO = Path(__file__).resolve().parent
 SOLVERS = tuple(FIXED_METHODS)  # fixed steps: the cost of a request is known in advance
 LOSSES = ("fm", "otcfm", "consistency")
 MAX_STEPS = 100  # solver steps
@@ -67,12 +66,6 @@ SAMPLE_CONCURRENCY, TRAIN_CONCURRENCY = 2, 1
 
 
 # ---- checkpoints, models and data ------------------------------------------------------------
-
-
-def checkpoints(kind: str) -> dict[str, str]:
-    """``{name: path}`` of the shipped checkpoints of ``kind`` (``2d`` or ``images``)."""
-    root = Path(os.environ.get("ECNF_CHECKPOINTS_DIR") or REPO / "checkpoints")
-    return {p.stem: str(p) for p in sorted((root / kind).glob("*.safetensors"))}
 
 
 def device() -> torch.device:

@@ -31,8 +31,9 @@ __all__ = [
     "timed",
 ]
 
-#: Packages compared against, with the names they are installed under.
-PEERS = ("torchcfm", "flow_matching", "torchdiffeq", "POT", "scipy")
+#: Packages compared against or timed (POT, SciPy and Numba solve the OT couplings), with the
+#: names they are installed under.
+PEERS = ("torchcfm", "flow_matching", "torchdiffeq", "POT", "scipy", "numba")
 
 
 @dataclass

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shipped import SHIPPED_DIR
+
 __all__ = ["ABLATIONS", "ABLATIONS_DIR", "Ablation", "ablation_rows"]
 
 #: Where the shipped ablation checkpoints live.
-ABLATIONS_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "ablations"
+ABLATIONS_DIR = SHIPPED_DIR / "ablations"
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class TrainConfig:
             when resuming, which restores the run's own weights.
         max_loss: a loss above this (or NaN/inf) stops the run as diverged.
         ot_workers: for objectives with a minibatch OT coupling, the number of batches whose
-            exact assignment is solved ahead, in background threads, while the current step
+            assignment is solved ahead, in background threads, while the current step
             runs (``0`` solves each in its own step). The solvers release the GIL, so with
             free cores the coupling leaves the step's critical path (see
             :mod:`ecnf.prefetch`). Default: :func:`default_ot_workers`. The trained model is

@@ -43,7 +43,7 @@ __all__ = [
 
 COUPLINGS = ("independent", "ot")
 #: Exact assignment solvers of :func:`ot_assignment` (``auto`` picks one per batch).
-OT_SOLVERS = ("auto", "auction", "hungarian", "network_simplex")
+OT_SOLVERS = ("auto", "exact", "auction", "hungarian", "network_simplex")
 
 
 def pairing_cost(x0: Tensor, x1: Tensor) -> Tensor:
@@ -60,10 +60,11 @@ def ot_assignment(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Tensor:
         x1: shape ``(B, *dims)``.
         solver: ``auction`` (compiled auction, optimal to ``1e-9`` of the cost range),
             ``hungarian`` (SciPy's ``linear_sum_assignment``), ``network_simplex`` (POT's
-            ``ot.emd``) or ``auto``: the auction, else the network simplex for batches of at
-            least :data:`NETWORK_SIMPLEX_MIN_BATCH` points of at most 2 dimensions (when POT
-            is installed), else the Hungarian solver. ``auction`` and ``network_simplex``
-            fall back to the Hungarian solver when they cannot answer.
+            ``ot.emd``), ``exact``: the network simplex for batches of at least
+            :data:`NETWORK_SIMPLEX_MIN_BATCH` points of at most 2 dimensions (when POT is
+            installed), the Hungarian solver otherwise; or ``auto``: the auction, falling
+            back to ``exact``. ``auction`` and ``network_simplex`` fall back to the
+            Hungarian solver when they cannot answer.
 
     Returns:
         A ``LongTensor`` of shape ``(B,)`` on ``x1``'s device.
@@ -93,7 +94,7 @@ def solve_assignment(cost: np.ndarray, *, dims: int, solver: str = "auto") -> np
     cols = None
     if solver in ("auto", "auction"):
         cols = auction_assignment(cost)
-    if cols is None and solver == "auto":
+    if cols is None and solver in ("auto", "exact"):
         small = dims <= 2 and cost.shape[0] >= NETWORK_SIMPLEX_MIN_BATCH
         solver = "network_simplex" if small and _has_pot() else "hungarian"
     if cols is None and solver == "network_simplex":
@@ -103,8 +104,7 @@ def solve_assignment(cost: np.ndarray, *, dims: int, solver: str = "auto") -> np
     return cols
 
 
-#: Smallest batch for which ``auto``, without the auction, prefers the network simplex on 1D
-#: and 2D samples.
+#: Smallest batch for which ``exact`` prefers the network simplex on 1D and 2D samples.
 NETWORK_SIMPLEX_MIN_BATCH = 256
 
 

@@ -137,7 +137,8 @@ def ot_cfm_loss(
     sigma: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """OT-CFM: :func:`flow_matching_loss` after re-pairing the batch by exact minibatch OT."""
+    """OT-CFM: :func:`flow_matching_loss` after re-pairing the batch by minibatch OT
+    (:func:`ecnf.couplings.ot_coupling`)."""
     x0, x1 = couple(x0, x1, "ot")
     return flow_matching_loss(velocity, x0, x1, t=t, sigma=sigma, generator=generator)
 

@@ -34,7 +34,7 @@ StateSnapshot = Callable[[], Any]
 
 
 class CoupledBatches:
-    """Noise-data batches paired by exact minibatch OT, solved ``workers`` batches ahead.
+    """Noise-data batches paired by minibatch OT, solved ``workers`` batches ahead.
 
     Arguments:
         draw: returns the next ``(x0, x1)`` batch; always called on the constructing thread.
@@ -42,7 +42,7 @@ class CoupledBatches:
             just before each draw; :meth:`state_dict` hands back the right one.
         workers: background solvers, each holding one batch ahead (``0``: solve in
             :meth:`next`, on the calling thread, nothing drawn ahead).
-        solver: exact assignment solver (see :func:`ecnf.couplings.ot_assignment`).
+        solver: assignment solver (see :func:`ecnf.couplings.ot_assignment`).
 
     Example:
         >>> import torch
@@ -77,7 +77,7 @@ class CoupledBatches:
             self._ahead.append((snapshot, future))
 
     def next(self) -> tuple[Tensor, Tensor]:
-        """The next batch as ``(x0, x1[perm])``, with ``perm`` its exact OT assignment."""
+        """The next batch as ``(x0, x1[perm])``, with ``perm`` its OT assignment."""
         if self._closed:
             raise RuntimeError("CoupledBatches.next() called after close()")
         if self._pool is None:

@@ -6,7 +6,6 @@ model retrained into the same file is loaded afresh while unchanged files stay c
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch import nn
 
 import ecnf
 from ecnf.checkpoint import checkpoint_info
+from ecnf.shipped import checkpoints_dir, list_checkpoints
 
 __all__ = [
     "checkpoint_meta",
@@ -26,19 +26,6 @@ __all__ = [
     "model_device",
     "session_workdir",
 ]
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def checkpoints_dir() -> Path:
-    """The checkpoint root: ``$ECNF_CHECKPOINTS_DIR`` or the repository's ``checkpoints/``."""
-    return Path(os.environ.get("ECNF_CHECKPOINTS_DIR") or REPO / "checkpoints")
-
-
-def list_checkpoints(kind: str) -> dict[str, str]:
-    """``{name: path}`` of the ``*.safetensors`` files under ``checkpoints_dir()/kind``."""
-    folder = checkpoints_dir() / kind
-    return {p.stem: str(p) for p in sorted(folder.glob("*.safetensors"))}
 
 
 def file_stamp(path: str) -> int:

@@ -5,29 +5,15 @@ they do not depend on which shipped models exist and stay fast on two CPU cores.
 """
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import metric, open_app
 from streamlit.testing.v1 import AppTest
 
 from studio.ui import PAGES
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 120  # seconds per script run: the machine may be busy
 PLAYGROUND, IMAGES = "app_pages/playground_2d.py", "app_pages/image_trajectories.py"
-
-
-def start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r} among {[m.label for m in at.metric]}"
-    return values[0]
 
 
 def plotly_charts(at: AppTest) -> int:
@@ -40,7 +26,7 @@ def sidebar_text(at: AppTest) -> str:
 
 def test_every_page_renders_with_the_shipped_checkpoints(monkeypatch):
     monkeypatch.delenv("ECNF_CHECKPOINTS_DIR", raising=False)
-    at = start()
+    at = open_app()
     assert [t.value for t in at.title] == ["ECNF studio"]
     assert "Device:" in sidebar_text(at)
     assert {"The picture", "Gallery", "Pages"} <= {h.value for h in at.header}
@@ -53,7 +39,7 @@ def test_every_page_renders_with_the_shipped_checkpoints(monkeypatch):
 
 
 def test_home_shows_the_gallery_and_image_samples(studio):
-    at = start()
+    at = open_app()
     assert plotly_charts(at) == 2  # the picture and the gallery
     assert len(at.image) == 1  # samples of the tiny digits model
     assert not at.warning and not at.error
@@ -62,7 +48,7 @@ def test_home_shows_the_gallery_and_image_samples(studio):
 
 
 def test_playground_nfe_follows_solver_and_steps(studio):
-    at = start().switch_page(PLAYGROUND).run()
+    at = open_app(PLAYGROUND)
     assert not at.exception, at.exception
     assert "Sampling" in [h.value for h in at.header]
     assert metric(at, "NFE") == "40"  # rk4, 10 steps
@@ -87,7 +73,7 @@ def test_playground_nfe_follows_solver_and_steps(studio):
     ("view", "caption"), [("Velocity field", "v(x, t) on a"), ("Density", "log p(x) of the model")]
 )
 def test_playground_views(studio, view, caption):
-    at = start().switch_page(PLAYGROUND).run()
+    at = open_app(PLAYGROUND)
     at.session_state["p2_view"] = view  # what clicking the tab does
     at.run()
     assert not at.exception, at.exception
@@ -103,7 +89,7 @@ def test_playground_views(studio, view, caption):
 
 
 def test_playground_trains_a_tiny_model_with_a_loss_curve(studio):
-    at = start().switch_page(PLAYGROUND).run()
+    at = open_app(PLAYGROUND)
     at.radio(key="p2_mode").set_value("Train your own").run()
     assert not at.exception, at.exception
     assert at.info  # nothing trained yet
@@ -121,7 +107,7 @@ def test_playground_trains_a_tiny_model_with_a_loss_curve(studio):
 
 
 def test_image_trajectories_nfe_follows_steps(studio):
-    at = start().switch_page(IMAGES).run()
+    at = open_app(IMAGES)
     assert not at.exception, at.exception
     assert not at.error
     assert metric(at, "NFE") == "40"
@@ -143,7 +129,7 @@ def test_image_trajectories_nfe_follows_steps(studio):
 
 def test_image_trajectories_without_checkpoints_offers_training(tmp_path, monkeypatch):
     monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(tmp_path))
-    at = start()
+    at = open_app()
     assert not at.exception, at.exception
     at.switch_page(IMAGES).run()
     assert not at.exception, at.exception
@@ -159,7 +145,7 @@ def test_a_broken_checkpoint_is_an_error_message_not_a_traceback(studio, tmp_pat
     (tmp_path / "ck" / "images" / "broken.safetensors").write_bytes(b"not a checkpoint")
     shutil.copy(studio / "images" / "tiny_digits.safetensors", tmp_path / "ck" / "2d")
     monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(tmp_path / "ck"))
-    at = start().switch_page(IMAGES).run()
+    at = open_app(IMAGES)
     at.selectbox(key="img_checkpoint").set_value("images/broken").run()
     assert not at.exception, at.exception
     assert at.error and "What to change" in at.error[0].value

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import open_app
 from streamlit.testing.v1 import AppTest
 
 from ecnf.ablations import ABLATIONS, ABLATIONS_DIR, ablation_rows
 from ecnf.checkpoint import checkpoint_info
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "app_pages/ablations.py"
 TIMEOUT = 180
 
@@ -59,10 +59,7 @@ def page(monkeypatch, checkpoints: Path | None = None) -> AppTest:
         monkeypatch.delenv("ECNF_CHECKPOINTS_DIR", raising=False)
     else:
         monkeypatch.setenv("ECNF_CHECKPOINTS_DIR", str(checkpoints))
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(PAGE, timeout=TIMEOUT)
 
 
 def test_page_shows_the_cards_numbers_and_follows_the_solver(monkeypatch):

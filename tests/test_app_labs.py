@@ -5,31 +5,16 @@ runs a real background run of a few steps and is polled until its thread finishe
 """
 
 import time
-from pathlib import Path
 
 import pytest
+from helpers import metric, open_app
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 120
 TRAIN, SOLVERS, LIKELIHOOD = (
     "app_pages/train.py",
     "app_pages/solver_lab.py",
     "app_pages/likelihood_lab.py",
 )
-
-
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r} among {[m.label for m in at.metric]}"
-    return values[0]
 
 
 def wait_for_run(at: AppTest, seconds: float = 60) -> None:
@@ -54,7 +39,7 @@ def small_run(at: AppTest, steps: int) -> None:
 
 
 def test_train_runs_in_the_background_and_registers_its_checkpoint(studio):
-    at = open_page(TRAIN)
+    at = open_app(TRAIN)
     assert [t.value for t in at.title] == ["Train"]
     assert at.info  # nothing started yet
     assert at.button(key="tr_resume").disabled
@@ -75,7 +60,7 @@ def test_train_runs_in_the_background_and_registers_its_checkpoint(studio):
 
 
 def test_train_stop_then_resume(studio):
-    at = open_page(TRAIN)
+    at = open_app(TRAIN)
     small_run(at, 100_000)
     at.number_input(key="tr_preview").set_value(0)
     at.button(key="tr_start").click().run()
@@ -105,7 +90,7 @@ def test_train_stop_then_resume(studio):
 
 def test_train_shows_missing_data_and_fit_errors_without_traceback(studio, monkeypatch):
     monkeypatch.setenv("ECNF_DATA", str(studio / "no-data-here"))
-    at = open_page(TRAIN)
+    at = open_app(TRAIN)
     at.selectbox(key="tr_data").set_value("cifar10").run()
     assert not at.exception, at.exception
     assert at.error and "not available" in at.error[0].value
@@ -113,7 +98,7 @@ def test_train_shows_missing_data_and_fit_errors_without_traceback(studio, monke
 
 
 def test_solver_lab_2d_chart_follows_budgets_and_model(studio):
-    at = open_page(SOLVERS)
+    at = open_app(SOLVERS)
     assert [t.value for t in at.title] == ["Solver lab"]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 3  # quality, small multiples, straightness
@@ -133,7 +118,7 @@ def test_solver_lab_2d_chart_follows_budgets_and_model(studio):
 
 
 def test_solver_lab_images_use_the_classifier_distance(studio):
-    at = open_page(SOLVERS)
+    at = open_app(SOLVERS)
     at.selectbox(key="sl_model").set_value("images/tiny_digits").run()
     at.multiselect(key="sl_budgets").set_value([1, 2]).run()
     assert not at.exception, at.exception
@@ -144,7 +129,7 @@ def test_solver_lab_images_use_the_classifier_distance(studio):
 
 
 def test_likelihood_lab_spread_follows_the_probes(studio):
-    at = open_page(LIKELIHOOD)
+    at = open_app(LIKELIHOOD)
     assert [t.value for t in at.title] == ["Likelihood lab"]
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 2  # spread and density

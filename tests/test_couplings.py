@@ -48,7 +48,7 @@ def test_every_solver_reaches_the_same_optimal_cost(dim):
     x0 = torch.randn(300, dim, generator=g, dtype=torch.float64)
     x1 = torch.rand(300, dim, generator=g, dtype=torch.float64) * 4 - 2
     costs = {}
-    for solver in ("auto", "auction", "hungarian", "network_simplex"):
+    for solver in ("auto", "exact", "auction", "hungarian", "network_simplex"):
         perm = ot_assignment(x0, x1, solver=solver)
         assert torch.equal(perm.sort().values, torch.arange(300))
         costs[solver] = pairing_cost(x0, x1[perm]).item()
@@ -57,6 +57,7 @@ def test_every_solver_reaches_the_same_optimal_cost(dim):
     spread = torch.cdist(x0, x1).pow(2).max().item()
     assert costs["auction"] <= costs["hungarian"] + 1e-9 * spread / 300 + 1e-12
     assert costs["network_simplex"] == pytest.approx(costs["hungarian"], rel=1e-12)
+    assert costs["exact"] == pytest.approx(costs["hungarian"], rel=1e-12)
 
 
 def test_unknown_solver_is_named():

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from helpers import free_port
 from PIL import Image
 
 import ecnf
@@ -35,12 +35,6 @@ from ecnf.viz import image_grid
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints"
 NUMBER = r"([0-9]+\.[0-9]+)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ def wasserstein2(x: Tensor, y: Tensor) -> float:
     .. math:: W_2 = \Big(\min_\pi \frac1n \sum_i \lVert x_i - y_{\pi(i)} \rVert^2\Big)^{1/2}
 
     With uniform weights and equal sizes an optimal plan is a permutation, so the exact
-    assignment gives the exact discrete optimum (the value POT's ``emd2`` returns).
+    assignment (``solver="exact"`` of :func:`ecnf.couplings.solve_assignment`, not the
+    faster auction that training uses) gives the exact discrete optimum (the value POT's
+    ``emd2`` returns).
 
     Example:
         >>> x = torch.randn(100, 2)
@@ -40,7 +42,7 @@ def wasserstein2(x: Tensor, y: Tensor) -> float:
     check_finite("y", y)
     a, b = x.flatten(1).double(), y.flatten(1).double()
     cost = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2).cpu().numpy()
-    cols = solve_assignment(cost, dims=a.shape[1])
+    cols = solve_assignment(cost, dims=a.shape[1], solver="exact")
     return float(cost[np.arange(len(cols)), cols].mean() ** 0.5)
 
 
