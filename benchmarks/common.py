@@ -127,9 +127,10 @@ def interleaved_retimed(
 
     Returns ``(times, first)``: the timing to judge by and, when it was retimed, the first one
     (else ``None``). A comparison counts as lost only when both timings read as lost. With
-    rounds independent, a true tie reads as lost in about 1% of single timings at 21 rounds,
-    so in dozens of ties one false loss per run is likely; twice in a row, about 1 in 10,000.
-    A real slowdown reads as lost both times.
+    independent rounds of normal noise (simulated), a true tie reads as lost by the
+    three-rounds-of-four rule in about 5% of single timings at 11 rounds and 1.3% at 21, so
+    among dozens of ties a false loss is likely in every other run; twice in a row, in about
+    0.3% and 0.02% of comparisons. A real slowdown reads as lost both times.
     """
     first = interleaved(fns, **kwargs)
     if not slower(first):

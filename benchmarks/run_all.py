@@ -149,10 +149,11 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
         "shared and noisy: a target counts as missed only where ECNF lost in at least three "
         "rounds of four (the lower quartile of the per-round ratio is past the mark), and "
         "medians near 1 are ties. A comparison that read as missed was timed again and "
-        "counts as missed only if it read as missed again: in dozens of true ties (an image "
-        "network's time swamps any integrator's), one reads as lost in a single timing more "
-        "often than not, twice in a row about once in 10,000. The tables show the second "
-        f"timing; {retimed(results)}. Regenerate this file with the command above.",
+        "counts as missed only if it read as missed again: among the dozens of true ties "
+        "here (an image network's time swamps any integrator's), one reads as lost in a "
+        "single timing in about every other run, twice in a row rarely (see "
+        "`benchmarks/common.py`). The tables show the second timing; "
+        f"{retimed(results)}. Regenerate this file with the command above.",
         "",
         "## Where ECNF stands",
         "",
