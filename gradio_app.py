@@ -33,8 +33,8 @@ from ecnf.playground import compare_to_data
 from ecnf.shipped import list_checkpoints as checkpoints
 from ecnf.solvers import FIXED_METHODS
 from ecnf.streams import fit_stream, integrate_stream
-from ecnf.train import PREVIEW_SOLVER
-from ecnf.viz import image_grid, scatter_image
+from ecnf.train import PREVIEW_SOLVER, resolve_device
+from ecnf.viz import enlarged, image_grid, scatter_image
 
 try:  # preinstalled on ZeroGPU Spaces: holds a GPU only while a decorated function runs
     import spaces
@@ -69,7 +69,8 @@ SAMPLE_CONCURRENCY, TRAIN_CONCURRENCY = 2, 1
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where the demo samples and trains: CUDA when present (``ecnf.train.resolve_device``)."""
+    return resolve_device("auto")
 
 
 @functools.lru_cache(maxsize=8)
@@ -130,11 +131,7 @@ def shown_errors(fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
 
 def grid_image(images: torch.Tensor) -> Image.Image:
     """Images in model range tiled by :func:`ecnf.viz.image_grid`, enlarged to about 480 px."""
-    grid = image_grid(images)
-    scale = max(1, IMAGE_WIDTH // grid.shape[1])
-    return Image.fromarray(grid).resize(
-        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
-    )
+    return Image.fromarray(enlarged(image_grid(images), IMAGE_WIDTH))
 
 
 def cost_line(solver: str, steps: int, nfe: int, seconds: float) -> str:

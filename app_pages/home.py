@@ -185,7 +185,8 @@ if shipped_images:
     columns = st.columns(min(len(shipped_images), 3))
     for column, (name, path) in zip(columns, list(shipped_images.items())[:3], strict=False):
         try:
-            grid, nfe = image_samples(path, file_stamp(path))
+            with column, st.spinner(f"Sampling `{name}`..."):
+                grid, nfe = image_samples(path, file_stamp(path))
         except (ValueError, OSError) as error:
             column.warning(f"`{name}` could not be sampled: {error}")
         else:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "enlarged",
     "image_grid",
     "save_image_grid",
     "save_scatter",
@@ -22,6 +23,17 @@ __all__ = [
     "scatter_image",
     "trajectory_frames",
 ]
+
+
+def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
+    """Repeat pixels so a small image is shown about ``width`` wide without blurring.
+
+    Example:
+        >>> enlarged(np.zeros((8, 10), np.uint8), width=35).shape
+        (24, 30)
+    """
+    scale = max(1, width // image.shape[1])
+    return image.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:

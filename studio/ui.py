@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 import torch
+
+from ecnf.viz import enlarged
 
 __all__ = [
     "PAGES",
@@ -50,9 +51,3 @@ def active_checkpoint() -> str | None:
 def show_error(error: Exception, fix: str) -> None:
     """Show a user-facing error and what to change, without a traceback."""
     st.error(f"{error}\n\n**What to change:** {fix}", icon=":material/error:")
-
-
-def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
-    """Repeat pixels so a small image is shown about ``width`` wide without blurring."""
-    scale = max(1, width // image.shape[1])
-    return image.repeat(scale, axis=0).repeat(scale, axis=1)
