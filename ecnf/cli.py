@@ -39,10 +39,26 @@ def _solver_kwargs(args) -> dict:
     return {"method": args.solver, "rtol": args.rtol, "atol": args.atol}
 
 
+def _defaults(config_class) -> dict:
+    """A dataclass's plain field defaults by name (fields with a factory are left out)."""
+    import dataclasses
+
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config_class)
+        if f.default is not dataclasses.MISSING
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
-    from .losses import LOSSES
+    from .config import LR_SCHEDULES, PRECISIONS, TrainConfig
+    from .couplings import COUPLINGS
+    from .losses import LOSSES, LossConfig
     from .nets import ACTIVATIONS, TIME_EMBEDDINGS
     from .solvers import FIXED_METHODS
+
+    # the train command's defaults are the configs' own, so the two cannot drift apart
+    tc, lc = _defaults(TrainConfig), _defaults(LossConfig)
 
     parser = argparse.ArgumentParser(
         prog="python -m ecnf",
@@ -52,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (torchrun-ready)", description="Train a model.")
     t.add_argument(
-        "--data", default="moons", help="target: a 2D toy, digits, fashion_mnist, cifar10, folder"
+        "--data",
+        default=tc["data"],
+        help="target: a 2D toy, digits, fashion_mnist, cifar10, folder",
     )
-    t.add_argument("--source", default="gaussian", help="source distribution for 2D data")
+    t.add_argument("--source", default=tc["source"], help="source distribution for 2D data")
     t.add_argument(
         "--model", choices=("mlp", "resnet", "unet"), help="architecture (default: by data)"
     )
@@ -68,27 +86,34 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--time-embedding", choices=TIME_EMBEDDINGS, help="time embedding (mlp, resnet)")
     t.add_argument("--layer-norm", action="store_true", help="LayerNorm in the MLP")
     t.add_argument("--residual", action="store_true", help="residual connections in the MLP")
-    t.add_argument("--loss", default="fm", choices=LOSSES, help="objective (default fm)")
-    t.add_argument("--alpha", type=float, default=1.0, help="consistency: weight of L_path")
-    t.add_argument("--dt", type=float, default=0.01, help="consistency: target time offset")
-    t.add_argument("--segments", type=int, default=1, help="consistency: number of segments")
+    t.add_argument("--loss", default=lc["name"], choices=LOSSES, help="objective")
+    t.add_argument("--alpha", type=float, default=lc["alpha"], help="consistency: weight of L_path")
+    t.add_argument("--dt", type=float, default=lc["dt"], help="consistency: target time offset")
+    t.add_argument(
+        "--segments", type=int, default=lc["num_segments"], help="consistency: number of segments"
+    )
     t.add_argument(
         "--coupling",
-        default="independent",
-        choices=("independent", "ot"),
+        default=lc["coupling"],
+        choices=COUPLINGS,
         help="consistency: noise-data coupling",
     )
-    t.add_argument("--fm-weight", type=float, default=0.0, help="consistency: added FM weight")
-    t.add_argument("--sigma", type=float, default=0.0, help="path noise")
+    t.add_argument(
+        "--fm-weight", type=float, default=lc["fm_weight"], help="consistency: added FM weight"
+    )
+    t.add_argument("--sigma", type=float, default=lc["sigma"], help="path noise")
     t.add_argument("--teacher", help="reflow: checkpoint that generates the pairs")
     t.add_argument(
         "--teacher-solver",
-        default="rk4",
+        default=tc["teacher_method"],
         choices=tuple(FIXED_METHODS),
         help="reflow: fixed-step solver for the teacher's pairs",
     )
     t.add_argument(
-        "--teacher-steps", type=int, default=20, help="reflow: solver steps for the pairs"
+        "--teacher-steps",
+        type=int,
+        default=tc["teacher_steps"],
+        help="reflow: solver steps for the pairs",
     )
     t.add_argument(
         "--init", help="start from this checkpoint's weights (same architecture), e.g. reflow"
@@ -99,29 +124,37 @@ def _parser() -> argparse.ArgumentParser:
         help="OT couplings: batches whose assignment is solved ahead in background threads "
         "(0: in the step; default: one per free core, at most 4)",
     )
-    t.add_argument("--steps", type=int, default=2000, help="optimisation steps")
+    t.add_argument("--steps", type=int, default=tc["steps"], help="optimisation steps")
     t.add_argument("--batch-size", type=int, help="global batch (default 512 GPU / 256 CPU)")
-    t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (seed paper 2e-4)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    t.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay")
+    t.add_argument(
+        "--lr", type=float, default=tc["lr"], help="AdamW learning rate (seed paper 2e-4)"
+    )
+    t.add_argument(
+        "--weight-decay", type=float, default=tc["weight_decay"], help="AdamW weight decay"
+    )
+    t.add_argument("--ema-decay", type=float, default=tc["ema_decay"], help="EMA decay")
     t.add_argument("--no-ema-warmup", action="store_true", help="fixed EMA decay from step 0")
-    t.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0 disables)")
-    t.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
-    t.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/run", help="output folder (checkpoint, metrics.jsonl)")
+    t.add_argument(
+        "--grad-clip", type=float, default=tc["grad_clip"], help="max grad norm (0 disables)"
+    )
+    t.add_argument("--warmup", type=int, default=tc["warmup_steps"], help="linear warmup steps")
+    t.add_argument("--lr-schedule", default=tc["lr_schedule"], choices=LR_SCHEDULES)
+    t.add_argument("--precision", default=tc["precision"], choices=PRECISIONS)
+    t.add_argument("--seed", type=int, default=tc["seed"])
+    t.add_argument("--out", default=tc["out_dir"], help="output folder (checkpoint, metrics.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--overwrite", action="store_true", help="replace a checkpoint in --out")
-    t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--log-every", type=int, default=25)
-    t.add_argument("--sample-every", type=int, default=0, help="write preview PNGs (0: never)")
+    t.add_argument("--checkpoint-every", type=int, default=tc["checkpoint_every"])
+    t.add_argument("--log-every", type=int, default=tc["log_every"])
+    t.add_argument(
+        "--sample-every", type=int, default=tc["sample_every"], help="write preview PNGs (0: never)"
+    )
     t.add_argument("--data-root", help="folder with image data sets (or your image folder)")
     t.add_argument("--download", action="store_true", help="download the data set if missing")
     t.add_argument("--flip", action="store_true", help="random horizontal flips")
     t.add_argument("--image-size", type=int, help="folder data: resize to this size")
     t.add_argument("--image-channels", type=int, choices=(1, 3), help="folder data: channels")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("--device", default=tc["device"], help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint", description="Draw samples.")

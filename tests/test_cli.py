@@ -201,3 +201,39 @@ def test_eval_on_images_names_the_feature_net(tmp_path, capsys):
     missing = tmp_path / "none.pth"
     assert main(["eval", ck, "-n", "8", "--inception-weights", str(missing)]) == 2
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_train_defaults_are_the_configs_own():
+    from ecnf import LossConfig, TrainConfig
+    from ecnf.cli import _parser
+
+    a, tc, lc = _parser().parse_args(["train"]), TrainConfig(), LossConfig()
+    pairs = {
+        "data": tc.data,
+        "source": tc.source,
+        "steps": tc.steps,
+        "lr": tc.lr,
+        "weight_decay": tc.weight_decay,
+        "ema_decay": tc.ema_decay,
+        "grad_clip": tc.grad_clip,
+        "warmup": tc.warmup_steps,
+        "lr_schedule": tc.lr_schedule,
+        "precision": tc.precision,
+        "seed": tc.seed,
+        "out": tc.out_dir,
+        "checkpoint_every": tc.checkpoint_every,
+        "log_every": tc.log_every,
+        "sample_every": tc.sample_every,
+        "device": tc.device,
+        "teacher_solver": tc.teacher_method,
+        "teacher_steps": tc.teacher_steps,
+        "loss": lc.name,
+        "alpha": lc.alpha,
+        "dt": lc.dt,
+        "segments": lc.num_segments,
+        "coupling": lc.coupling,
+        "fm_weight": lc.fm_weight,
+        "sigma": lc.sigma,
+    }
+    assert {k: getattr(a, k) for k in pairs} == pairs
+    assert a.ot_workers is None  # TrainConfig's default_ot_workers() decides
