@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ecnf import METHODS, Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
+from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
 from ecnf.playground import predicted_endpoints, speed_per_step, trajectory_velocities
 from ecnf.solvers import FIXED_METHODS
 from ecnf.viz import image_grid, save_image_grid, save_trajectory_gif
@@ -25,6 +25,7 @@ from studio import (
     session_workdir,
     set_active_checkpoint,
     show_error,
+    solver_controls,
 )
 from studio.training import session_checkpoints_of
 
@@ -181,26 +182,14 @@ if described is not None:
         f"{meta.get('steps')} steps."
     )
     c1, c2, c3, c4 = st.columns(4)
-    method = c1.selectbox("Solver", METHODS, index=METHODS.index("rk4"), key="img_method")
-    steps = tol = None
-    if method in FIXED_METHODS:
-        steps = c2.slider(
-            "Solver steps",
-            1,
-            MAX_STEPS,
-            10,
-            key="img_steps",
-            help="Cost grows with steps x images; on a CPU the largest settings take minutes "
-            "for 28 x 28 models.",
-        )
-    else:
-        tol = c2.select_slider(
-            "Tolerance (rtol = atol)",
-            [1e-2, 1e-3, 1e-4, 1e-5],
-            value=1e-3,
-            format_func=lambda v: f"{v:g}",
-            key="img_tol",
-        )
+    method, steps, tol = solver_controls(
+        c1,
+        c2,
+        "img",
+        max_steps=MAX_STEPS,
+        steps_help="Cost grows with steps x images; on a CPU the largest settings take "
+        "minutes for 28 x 28 models.",
+    )
     seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="img_seed"))
     n = c4.slider("Images", 1, MAX_IMAGES, 16, key="img_count")
     try:

@@ -10,7 +10,6 @@ import streamlit as st
 import torch
 
 from ecnf import (
-    METHODS,
     TOY_DATASETS,
     Callback,
     LossConfig,
@@ -35,6 +34,7 @@ from studio import (
     session_workdir,
     set_active_checkpoint,
     show_error,
+    solver_controls,
 )
 from studio.training import session_checkpoints_of
 
@@ -258,18 +258,7 @@ def show_model(path: str, label: str) -> None:
         "training steps."
     )
     c1, c2, c3, c4 = st.columns(4)
-    method = c1.selectbox("Solver", METHODS, index=METHODS.index("rk4"), key="p2_method")
-    steps = tol = None
-    if method in FIXED_METHODS:
-        steps = c2.slider("Solver steps", 1, 100, 10, key="p2_steps")
-    else:
-        tol = c2.select_slider(
-            "Tolerance (rtol = atol)",
-            [1e-2, 1e-3, 1e-4, 1e-5],
-            value=1e-3,
-            format_func=lambda v: f"{v:g}",
-            key="p2_tol",
-        )
+    method, steps, tol = solver_controls(c1, c2, "p2")
     n = c3.slider("Points", 200, 2000, 1000, step=100, key="p2_points")
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="p2_seed"))
     try:

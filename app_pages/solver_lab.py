@@ -18,6 +18,7 @@ from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classi
 from ecnf.metrics.images import feature_statistics, frechet_distance
 from ecnf.viz import image_grid
 from studio import (
+    TOLERANCES,
     checkpoint_meta,
     enlarged,
     file_stamp,
@@ -179,7 +180,7 @@ n = c2.select_slider("Samples", counts, value=counts[1], key=f"sl_n_{is_2d}")
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="sl_seed"))
 tol = c4.select_slider(
     "dopri5 tolerance",
-    [1e-2, 1e-3, 1e-4, 1e-5],
+    TOLERANCES,
     value=1e-3,
     format_func=lambda v: f"{v:g}",
     key="sl_tol",

@@ -19,15 +19,18 @@ from .models import (
 )
 from .ui import (
     PAGES,
+    TOLERANCES,
     active_checkpoint,
     device_label,
     enlarged,
     set_active_checkpoint,
     show_error,
+    solver_controls,
 )
 
 __all__ = [
     "PAGES",
+    "TOLERANCES",
     "active_checkpoint",
     "checkpoint_meta",
     "checkpoints_dir",
@@ -40,4 +43,5 @@ __all__ = [
     "session_workdir",
     "set_active_checkpoint",
     "show_error",
+    "solver_controls",
 ]

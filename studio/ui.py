@@ -1,20 +1,26 @@
-"""Page list, sidebar facts, error display and image enlargement for the studio."""
+"""Page list, sidebar facts, error display, solver controls and image enlargement."""
 
 from __future__ import annotations
 
 import streamlit as st
 import torch
 
+from ecnf.solvers import FIXED_METHODS, METHODS
 from ecnf.viz import enlarged
 
 __all__ = [
     "PAGES",
+    "TOLERANCES",
     "active_checkpoint",
     "device_label",
     "enlarged",
     "set_active_checkpoint",
     "show_error",
+    "solver_controls",
 ]
+
+#: Tolerances offered for adaptive solvers (rtol = atol).
+TOLERANCES = (1e-2, 1e-3, 1e-4, 1e-5)
 
 #: (file, url path, title, icon) of every page, in menu order; app.py routes them, Home
 #: links them. The first page is the default one, served at the root URL (Streamlit
@@ -51,3 +57,34 @@ def active_checkpoint() -> str | None:
 def show_error(error: Exception, fix: str) -> None:
     """Show a user-facing error and what to change, without a traceback."""
     st.error(f"{error}\n\n**What to change:** {fix}", icon=":material/error:")
+
+
+def solver_controls(
+    method_column,
+    step_column,
+    key: str,
+    *,
+    max_steps: int = 100,
+    steps_help: str | None = None,
+) -> tuple[str, int | None, float | None]:
+    """The solver picker, then its step count (fixed methods) or tolerance (adaptive ones).
+
+    Returns ``(method, steps, tol)`` with exactly one of ``steps`` and ``tol`` set. Widget
+    keys are ``{key}_method``, ``{key}_steps`` and ``{key}_tol``.
+    """
+    method = method_column.selectbox(
+        "Solver", METHODS, index=METHODS.index("rk4"), key=f"{key}_method"
+    )
+    if method in FIXED_METHODS:
+        steps = step_column.slider(
+            "Solver steps", 1, max_steps, 10, key=f"{key}_steps", help=steps_help
+        )
+        return method, steps, None
+    tol = step_column.select_slider(
+        "Tolerance (rtol = atol)",
+        TOLERANCES,
+        value=1e-3,
+        format_func=lambda v: f"{v:g}",
+        key=f"{key}_tol",
+    )
+    return method, None, tol
