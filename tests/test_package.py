@@ -1,11 +1,21 @@
-"""Package hygiene: public names exist, and the core never imports a UI toolkit."""
+"""Package hygiene: public names exist, the core never imports a UI toolkit, and every
+package the code imports is pinned."""
 
+import ast
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
 
 import ecnf
+
+REPO = Path(__file__).resolve().parents[1]
+#: Top-level names that are this repository's own code, not installed packages.
+OWN = {"ecnf", "studio", "app_pages", "benchmarks", "scripts", "tests", "helpers", "conftest"}
+OWN |= {"ddp_worker", "app", "gradio_app"}
 
 
 def test_import_ecnf_imports_no_ui():
@@ -26,3 +36,43 @@ def test_every_public_name_exists():
     for module in modules:
         for name in getattr(module, "__all__", []):
             assert hasattr(module, name), f"{module.__name__}.__all__ names missing {name}"
+
+
+def _imports(tree: ast.AST, optional: bool = False) -> set[str]:
+    """Top-level modules imported in ``tree``, leaving out those under ``try: ...
+    except ImportError`` (optional ones: the code runs without them)."""
+    found: set[str] = set()
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+            for h in node.handlers
+        ):
+            for child in node.body:
+                _imports(child, optional=True)  # walked for nesting, names dropped
+            for part in (*node.handlers, *node.orelse, *node.finalbody):
+                found |= _imports(part, optional)
+            continue
+        if isinstance(node, ast.Import) and not optional:
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and not optional:
+            found.add(node.module.split(".")[0])
+        found |= _imports(node, optional)
+    return found
+
+
+def test_requirements_pin_every_package_the_code_imports():
+    folders = ("ecnf", "studio", "app_pages", "benchmarks", "scripts", "tests")
+    files = [p for d in folders for p in (REPO / d).rglob("*.py")]
+    files += [REPO / "app.py", REPO / "gradio_app.py"]
+    modules = set().union(*(_imports(ast.parse(f.read_text())) for f in files))
+    third_party = sorted(modules - set(sys.stdlib_module_names) - OWN)
+    assert {"torch", "numba", "streamlit", "gradio", "nbformat"} <= set(third_party)
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    pinned = {norm(line.split("==")[0]) for line in lines if "==" in line and line[0] != "#"}
+    providers = packages_distributions()
+    missing = [m for m in third_party if not any(norm(d) in pinned for d in providers.get(m, []))]
+    assert not missing, f"imported but not pinned in requirements.txt: {missing}"
