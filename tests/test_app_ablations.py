@@ -37,6 +37,31 @@ def test_equal_budgets_are_recorded_in_the_checkpoints():
     assert len(budgets) == 1
 
 
+def test_what_each_configuration_changes_is_what_its_checkpoint_holds():
+    import re
+
+    for ab in ABLATIONS:
+        config = checkpoint_info(ab.path)["train_state"]["config"]
+        model, text = config["model"], ab.change
+        for label, key in (("lr", "lr"), ("weight decay", "weight_decay"), ("EMA", "ema_decay")):
+            found = re.search(rf"(?<![a-z]){label} ([0-9][0-9.e-]*)", text)
+            if found:
+                assert float(found.group(1)) == pytest.approx(config[key]), (ab.name, label)
+        if "no EMA" in text:
+            assert config["ema_decay"] == 0, ab.name
+        if found := re.search(r"(\d+)x(\d+)", text):
+            assert (model["width"], model["depth"]) == tuple(map(int, found.groups())), ab.name
+        if found := re.search(r"(\d+) hidden layers", text):
+            assert model["depth"] == int(found.group(1)), ab.name
+        if found := re.search(r"(\d+) residual blocks of width (\d+)", text):
+            assert model["arch"] == "resnet", ab.name
+            assert (model["num_blocks"], model["width"]) == tuple(map(int, found.groups())), ab.name
+        if found := re.match(r"(\w+) instead of the adaptive activation", text):
+            assert model["activation"] == found.group(1).lower(), ab.name
+        elif "adaptive activation" in text:
+            assert model["activation"] == "adaptive", ab.name
+
+
 def test_ablation_rows_read_the_card_rows():
     evaluations = cards()
     rows = ablation_rows(evaluations, method="euler", steps=10)
