@@ -35,6 +35,7 @@ _SHRINK, _FIRST = 8.0, 1.0 / 64.0
 _BIDS_PER_ROW, _BIDS_EXTRA = 2000, 100_000
 
 
+@functools.cache
 def have_auction() -> bool:
     """Whether the compiled auction solver is available (Numba installed)."""
     return importlib.util.find_spec("numba") is not None
@@ -95,7 +96,8 @@ def _kernel():
 
 def auction_assignment(cost: np.ndarray, *, tol: float = AUCTION_TOL) -> np.ndarray | None:
     """Columns ``cols`` of a minimum-cost perfect matching ``i -> cols[i]`` of a square,
-    finite cost matrix, within ``tol`` times the cost range of the optimum.
+    finite cost matrix, within ``tol`` times the cost range of the optimum (or within 64
+    float64 spacings of the range per row, if that is larger: only past ~70,000 rows).
 
     Returns ``None`` when Numba is missing or the prices did not settle within the bid budget
     (ties in their thousands can do that); the caller then solves the assignment otherwise.
