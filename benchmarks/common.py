@@ -23,6 +23,7 @@ import torch
 __all__ = [
     "PEERS",
     "Stats",
+    "first_timing",
     "interleaved",
     "interleaved_retimed",
     "lost",
@@ -136,6 +137,14 @@ def interleaved_retimed(
     if not slower(first):
         return first, None
     return interleaved(fns, **kwargs), first
+
+
+def first_timing(first: dict[str, list[float]] | None, others: tuple[str, ...]) -> dict | None:
+    """ECNF's ratios (``ecnf_over_<name>``) in a timing that read as a loss and was repeated
+    by :func:`interleaved_retimed`; ``None`` when it was not repeated."""
+    if first is None:
+        return None
+    return {f"ecnf_over_{n}": ratio(first["ecnf"], first[n]).as_dict() for n in others}
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> Stats:

@@ -28,7 +28,7 @@ from torchdiffeq import odeint
 from ecnf import integrate, load
 from ecnf.solvers import FIXED_METHODS
 
-from .common import interleaved, interleaved_retimed, lost, ratio, stats
+from .common import first_timing, interleaved, interleaved_retimed, lost, ratio, stats
 
 __all__ = ["INTEGRATORS", "floor_solve", "markdown", "peer_solve", "run"]
 
@@ -141,13 +141,6 @@ def _peers_lost(times: dict[str, list[float]]) -> bool:
     return any(lost(times, "ecnf", p) for p in PEER_NAMES)
 
 
-def _first(first: dict[str, list[float]] | None, others: tuple[str, ...]) -> dict | None:
-    """ECNF's ratios in a timing that read as a loss and was repeated (``None``: not repeated)."""
-    if first is None:
-        return None
-    return {f"ecnf_over_{n}": ratio(first["ecnf"], first[n]).as_dict() for n in others}
-
-
 def run_fixed(quick: bool = False) -> dict:
     rows = []
     for spec in _networks(quick):
@@ -182,7 +175,7 @@ def run_fixed(quick: bool = False) -> dict:
                     "max_abs_diff_from_ecnf": {
                         n: float((outs[n] - outs["ecnf"]).abs().max()) for n in INTEGRATORS
                     },
-                    "first_timing": _first(first, ("floor", *PEER_NAMES)),
+                    "first_timing": first_timing(first, ("floor", *PEER_NAMES)),
                 }
                 rows.append(row)
                 r = row["ratio_to_floor"]
@@ -232,7 +225,7 @@ def run_adaptive(quick: bool = False) -> dict:
                     "max_abs_diff_from_ecnf": {
                         n: float((outs[n] - outs["ecnf"]).abs().max()) for n in fns
                     },
-                    "first_timing": _first(first, PEER_NAMES),
+                    "first_timing": first_timing(first, PEER_NAMES),
                 }
             )
             print(f"  dopri5 {spec['name']} B={batch} tol={tol:g}: NFE {nfe}", flush=True)

@@ -70,7 +70,7 @@ def _bid_rounds(cost, eps_last, eps, shrink, max_bids):  # pragma: no cover - co
             price[pick] += second - best + eps
             bids += 1
             if bids > max_bids:
-                return held, price, False
+                return held, False
             outbid = holder[pick]
             holder[pick] = i
             held[i] = pick
@@ -79,7 +79,7 @@ def _bid_rounds(cost, eps_last, eps, shrink, max_bids):  # pragma: no cover - co
                 waiting[top] = outbid
                 top += 1
         if eps <= eps_last:
-            return held, price, True
+            return held, True
         eps = max(eps / shrink, eps_last)
 
 
@@ -117,5 +117,5 @@ def auction_assignment(cost: np.ndarray, *, tol: float = AUCTION_TOL) -> np.ndar
     # The last epsilon must stay above the rounding of prices of order `spread`.
     eps_last = max(tol * spread / n, 64 * float(np.spacing(spread)))
     budget = _BIDS_PER_ROW * n + _BIDS_EXTRA
-    cols, _, settled = _kernel()(cost, eps_last, spread * _FIRST, _SHRINK, budget)
+    cols, settled = _kernel()(cost, eps_last, spread * _FIRST, _SHRINK, budget)
     return cols if settled else None

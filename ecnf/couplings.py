@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 COUPLINGS = ("independent", "ot")
-#: Exact assignment solvers of :func:`ot_assignment` (``auto`` picks one per batch).
+#: Assignment solvers of :func:`ot_assignment` (``auto``: the auction, else ``exact``).
 OT_SOLVERS = ("auto", "exact", "auction", "hungarian", "network_simplex")
 
 
