@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format app clean
+.PHONY: install test test-cpus lint format app clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# the suite under every CPU capability this machine has, with 1 and 2 threads
+test-cpus: $(STAMP)
+	$(BIN)/python scripts/cross_cpu.py test
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -29,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 app: $(STAMP)
-	$(BIN)/streamlit run app.py
+	$(BIN)/streamlit run app.py --server.fileWatcherType none
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -29,12 +29,14 @@ from PIL import Image
 import ecnf
 from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, sample_toy
 from ecnf.checkpoint import checkpoint_info
-from ecnf.playground import compare_to_data
+from ecnf.evaluation import compare_to_data
+from ecnf.export import image_grid
 from ecnf.shipped import list_checkpoints as checkpoints
-from ecnf.solvers import FIXED_METHODS
+from ecnf.shipped import preferred_image_checkpoint
+from ecnf.solvers import FIXED_METHODS, nfe_per_step
 from ecnf.streams import fit_stream, integrate_stream
 from ecnf.train import PREVIEW_SOLVER, resolve_device
-from ecnf.viz import enlarged, image_grid, scatter_image
+from ecnf_display.pictures import enlarged, scatter_image
 
 try:  # preinstalled on ZeroGPU Spaces: holds a GPU only while a decorated function runs
     import spaces
@@ -130,14 +132,14 @@ def shown_errors(fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
 
 
 def grid_image(images: torch.Tensor) -> Image.Image:
-    """Images in model range tiled by :func:`ecnf.viz.image_grid`, enlarged to about 480 px."""
+    """Images in model range tiled by :func:`ecnf.export.image_grid`, enlarged to about 480 px."""
     return Image.fromarray(enlarged(image_grid(images), IMAGE_WIDTH))
 
 
 def cost_line(solver: str, steps: int, nfe: int, seconds: float) -> str:
     where = "GPU" if device().type == "cuda" else "CPU"
     return (
-        f"**NFE:** {nfe} ({solver}: {steps} steps × {FIXED_METHODS[solver]} velocity "
+        f"**NFE:** {nfe} ({solver}: {steps} steps × {nfe_per_step(solver)} velocity "
         f"evaluation(s) per step)  \n**Solver time:** {seconds:.3f} s on the {where} "
         "(drawing excluded)"
     )
@@ -167,7 +169,8 @@ def _sample_2d(path: str, solver: str, steps: int, points: int, seed: int) -> It
     for p in integrate_stream(net, x0.to(device()), method=solver, steps=steps, updates=FRAMES):
         frame = Image.fromarray(scatter_image(p.x, reference, title=f"t = {p.t:.2f}"))
         yield frame, None, f"t = {p.t:.2f}, {p.nfe} velocity evaluations so far"
-    report = compare_to_data(p.x[:W2_POINTS].cpu(), meta["dataset"], seed=seed)
+    source = meta.get("source", "gaussian")
+    report = compare_to_data(p.x[:W2_POINTS].cpu(), meta["dataset"], source=source, seed=seed)
     title = f"{solver}, {steps} steps: W2 {report.w2:.3f} (data floor {report.floor:.3f})"
     info = (
         f"{cost_line(solver, steps, p.nfe, p.seconds)}  \n"
@@ -185,7 +188,7 @@ def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple
     steps = whole("steps", steps, 1, MAX_STEPS)
     count = whole("images", count, 1, MAX_IMAGES)
     seed = whole("seed", seed, 0, MAX_SEED)
-    nfe = steps * FIXED_METHODS[solver]
+    nfe = steps * nfe_per_step(solver)
     if count * nfe > MAX_IMAGE_EVALS:
         raise refuse(
             f"{count} images × {nfe} velocity evaluations ({solver}, {steps} steps) = "
@@ -196,6 +199,14 @@ def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple
         yield live, samples, None, info
     real, note = real_images(checkpoint_info(path)["metadata"]["dataset"], count, seed)
     yield live, samples, real, f"{info}  \n{note}"
+
+
+def first_images(model: str, solver: str, steps, count, seed, shown) -> Iterator[tuple]:
+    """:func:`sample_images` when the tab opens with nothing shown yet; else nothing changes."""
+    if shown is not None:
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    yield from sample_images(model, solver, steps, count, seed)
 
 
 def real_images(dataset: str, count: int, seed: int) -> tuple[Image.Image | None, str]:
@@ -327,9 +338,18 @@ def build_demo() -> gr.Blocks:
                 api_name="sample_2d",
                 **sample_limits,
             )
-        with gr.Tab("Images"), gr.Row():
+            # a first result as the page opens: a visitor sees a flow before pressing anything
+            demo.load(
+                sample_2d,
+                [model, solver, steps, points, seed],
+                [live, samples, info],
+                api_visibility="private",
+                **sample_limits,
+            )
+        with gr.Tab("Images") as images_tab, gr.Row():
             with gr.Column(scale=1):
-                model = _model_input(images, "fmnist_unet_fm")
+                best = preferred_image_checkpoint(checkpoints("images")) or ""
+                model = _model_input(images, best)
                 solver, steps = _solver_inputs("midpoint", 10)
                 count = gr.Slider(1, MAX_IMAGES, value=16, step=1, precision=0, label="Images")
                 seed = _seed()
@@ -346,6 +366,14 @@ def build_demo() -> gr.Blocks:
                 [model, solver, steps, count, seed],
                 [live, samples, real, info],
                 api_name="sample_images",
+                **sample_limits,
+            )
+            # the first time the tab opens, its default request runs by itself
+            images_tab.select(
+                first_images,
+                [model, solver, steps, count, seed, samples],
+                [live, samples, real, info],
+                api_visibility="private",
                 **sample_limits,
             )
         with gr.Tab("Train a 2D flow"), gr.Row():

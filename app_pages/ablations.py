@@ -11,9 +11,9 @@ import streamlit as st
 import torch
 
 from ecnf import integrate
-from ecnf.ablations import ABLATIONS, ablation_rows
+from ecnf.export import image_grid
 from ecnf.solvers import nfe_per_step
-from ecnf.viz import image_grid
+from ecnf_display.ablations import ABLATIONS, ablation_rows
 from studio import (
     checkpoint_meta,
     checkpoints_dir,

@@ -9,14 +9,14 @@ import torch
 from plotly.subplots import make_subplots
 
 from ecnf import integrate, sample_toy
-from ecnf.figures import add_point_cloud
-from ecnf.viz import image_grid
+from ecnf.data import TOY_EXTENT
+from ecnf.export import image_grid
+from ecnf_display.figures import add_point_cloud
 from studio import PAGES, enlarged, file_stamp, list_checkpoints, load_model, model_device
 
 GALLERY_TARGETS = ("moons", "8gaussians", "checkerboard", "2spirals", "swissroll")
 GALLERY_POINTS, GALLERY_STEPS = 1000, 10
 IMAGE_STEPS = 5  # RK4, 20 evaluations: a few seconds for a 28 x 28 UNet on a CPU
-LIM = 4.5
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -96,8 +96,8 @@ def picture_figure(pic: dict) -> go.Figure:
                 col=col,
             )
     fig.update_traces(selector={"mode": "lines"}, showlegend=False, hoverinfo="skip")
-    fig.update_xaxes(range=[-LIM, LIM], showticklabels=False)
-    fig.update_yaxes(range=[-LIM, LIM], showticklabels=False, scaleanchor="x")
+    fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False)
+    fig.update_yaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False, scaleanchor="x")
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
@@ -106,9 +106,9 @@ def gallery_figure(samples: dict[str, np.ndarray]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(samples), subplot_titles=list(samples))
     for i, x in enumerate(samples.values(), start=1):
         add_point_cloud(fig, x, row=1, col=i)
-        fig.update_xaxes(range=[-LIM, LIM], showticklabels=False, row=1, col=i)
+        fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False, row=1, col=i)
         fig.update_yaxes(
-            range=[-LIM, LIM],
+            range=[-TOY_EXTENT, TOY_EXTENT],
             showticklabels=False,
             scaleanchor=f"x{i if i > 1 else ''}",
             row=1,

@@ -11,9 +11,10 @@ import streamlit as st
 import torch
 
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
-from ecnf.playground import predicted_endpoints, speed_per_step, trajectory_velocities
-from ecnf.solvers import FIXED_METHODS
-from ecnf.viz import image_grid, save_image_grid, save_trajectory_gif
+from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
+from ecnf.shipped import preferred_image_checkpoint
+from ecnf.solvers import solver_options
+from ecnf_display.playground import predicted_endpoints, speed_per_step, trajectory_velocities
 from studio import (
     checkpoint_meta,
     checkpoints_dir,
@@ -50,13 +51,12 @@ def image_run(
     device = model_device(model)
     shape = tuple(model.config.data_shape)
     x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
-    kw = {"steps": steps} if method in FIXED_METHODS else {"steps": ADAPTIVE_FRAMES}
-    if tol is not None:
-        kw |= {"rtol": tol, "atol": tol}
+    tols = {} if tol is None else {"rtol": tol, "atol": tol}
+    kw = solver_options(method, steps=steps, frames=ADAPTIVE_FRAMES, **tols)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    sol = integrate(model, x0.to(device), method=method, return_trajectory=True, **kw)
+    sol = integrate(model, x0.to(device), return_trajectory=True, **kw)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -150,7 +150,11 @@ def choose_checkpoint() -> tuple[str, str] | None:
                 st.session_state["img_checkpoint"] = trained["label"]
     if not options:
         return None
-    label = st.selectbox("Checkpoint", list(options), key="img_checkpoint")
+    # open on the shipped model whose samples show the most (largest images, best card)
+    best = preferred_image_checkpoint(shipped)
+    labels = list(options)
+    index = labels.index(f"images/{best}") if best is not None else 0
+    label = st.selectbox("Checkpoint", labels, index=index, key="img_checkpoint")
     return options[label], label
 
 

@@ -8,11 +8,11 @@ import streamlit as st
 import torch
 
 from ecnf import bits_per_dim, dequantize, load_images, log_prob, sample_toy
-from ecnf.data import DatasetNotFoundError, to_model_range
-from ecnf.figures import density_figure
-from ecnf.labs import repeated_log_prob
+from ecnf.data import TOY_EXTENT, DatasetNotFoundError, to_model_range
 from ecnf.likelihood import PROBES
-from ecnf.playground import log_density_grid
+from ecnf_display.figures import density_figure
+from ecnf_display.labs import repeated_log_prob
+from ecnf_display.playground import log_density_grid
 from studio import (
     checkpoint_meta,
     file_stamp,
@@ -24,7 +24,7 @@ from studio import (
 )
 from studio.training import session_checkpoints
 
-LIM, GRID = 4.5, 50
+GRID = 50
 
 
 def checkpoints_by_kind() -> tuple[dict[str, str], dict[str, str]]:
@@ -65,7 +65,7 @@ def estimator_spread(
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def density(path: str, stamp: int) -> dict:
-    grid = log_density_grid(load_model(path, stamp), lim=LIM, n=GRID, method="rk4", steps=10)
+    grid = log_density_grid(load_model(path, stamp), lim=TOY_EXTENT, n=GRID, method="rk4", steps=10)
     return {"xs": grid.xs.numpy(), "ys": grid.ys.numpy(), "log_prob": grid.log_prob.numpy()}
 
 

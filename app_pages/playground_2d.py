@@ -21,10 +21,12 @@ from ecnf import (
     integrate,
     sample_toy,
 )
-from ecnf.figures import density_figure, field_figure, trajectory_figure
+from ecnf.data import TOY_EXTENT
+from ecnf.evaluation import compare_to_data
 from ecnf.nets import ACTIVATIONS
-from ecnf.playground import compare_to_data, log_density_grid, velocity_on_grid
-from ecnf.solvers import FIXED_METHODS
+from ecnf.solvers import solver_options
+from ecnf_display.figures import density_figure, field_figure, trajectory_figure
+from ecnf_display.playground import log_density_grid, velocity_on_grid
 from studio import (
     checkpoint_meta,
     file_stamp,
@@ -38,7 +40,6 @@ from studio import (
 )
 from studio.training import session_checkpoints_of
 
-LIM = 4.5
 MAX_ANIMATED_POINTS, MAX_FRAMES, PATHS_SHOWN = 600, 51, 150
 DENSITY_GRID, DENSITY_STEPS = 60, 10
 ADAPTIVE_FRAMES = 20
@@ -64,13 +65,12 @@ def sample_flow(
     """Integrate n source points with the chosen solver; W2 to fresh data and its floor."""
     model = load_model(path, stamp)
     x0 = sample_toy(source, n, generator=torch.Generator().manual_seed(seed))
-    kw = {"steps": steps} if method in FIXED_METHODS else {"steps": ADAPTIVE_FRAMES}
-    if tol is not None:
-        kw |= {"rtol": tol, "atol": tol}
+    tols = {} if tol is None else {"rtol": tol, "atol": tol}
+    kw = solver_options(method, steps=steps, frames=ADAPTIVE_FRAMES, **tols)
     start = time.perf_counter()
-    sol = integrate(model, x0.to(model_device(model)), method=method, return_trajectory=True, **kw)
+    sol = integrate(model, x0.to(model_device(model)), return_trajectory=True, **kw)
     seconds = time.perf_counter() - start
-    report = compare_to_data(sol.x.cpu(), data, seed=seed)
+    report = compare_to_data(sol.x.cpu(), data, source=source, seed=seed)
     return {
         "trajectory": sol.trajectory.cpu().numpy(),
         "times": sol.times.cpu().numpy(),
@@ -91,7 +91,7 @@ def velocity_field(path: str, stamp: int, t: float) -> tuple[np.ndarray, np.ndar
 @st.cache_data(max_entries=16, show_spinner=False)
 def density(path: str, stamp: int) -> dict:
     grid = log_density_grid(
-        load_model(path, stamp), lim=LIM, n=DENSITY_GRID, method="rk4", steps=DENSITY_STEPS
+        load_model(path, stamp), lim=TOY_EXTENT, n=DENSITY_GRID, method="rk4", steps=DENSITY_STEPS
     )
     return {
         "xs": grid.xs.numpy(),

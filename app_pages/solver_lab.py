@@ -10,13 +10,13 @@ import torch
 from plotly.subplots import make_subplots
 
 from ecnf import integrate, load_images, wasserstein2
-from ecnf.cards import BUDGETS, solver_grid, toy_sets
-from ecnf.data import DatasetNotFoundError, to_model_range
-from ecnf.figures import add_point_cloud
-from ecnf.labs import chord_deviation, straightness
+from ecnf.data import TOY_EXTENT, DatasetNotFoundError, to_model_range
+from ecnf.evaluation import BUDGETS, solver_grid, toy_sets
+from ecnf.export import image_grid
 from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classifier_path
 from ecnf.metrics.images import feature_statistics, frechet_distance
-from ecnf.viz import image_grid
+from ecnf_display.figures import add_point_cloud, log_axis, log_ticks
+from ecnf_display.labs import chord_deviation, straightness
 from studio import (
     TOLERANCES,
     checkpoint_meta,
@@ -32,7 +32,6 @@ from studio.training import session_checkpoints
 
 BUDGET_CHOICES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 40)
 SHOWN_POINTS, SHOWN_IMAGES = 500, 8
-LIM = 4.5
 
 
 def all_checkpoints() -> dict[str, str]:
@@ -126,8 +125,9 @@ def quality_figure(rows: pd.DataFrame, floor: float | None, name: str, adaptive:
         fig.add_hline(
             y=floor, line_dash="dash", line_color="grey", annotation_text="data-vs-data floor"
         )
-    fig.update_xaxes(type="log", title="NFE (velocity evaluations)")
-    fig.update_yaxes(type="log", title=name)
+    nfes = [*rows["nfe"], adaptive["nfe"]]
+    log_axis(fig, "x", sorted(set(nfes)), "NFE (velocity evaluations)")
+    log_axis(fig, "y", log_ticks([*rows["quality"], adaptive["quality"], floor]), name)
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
@@ -146,8 +146,8 @@ def small_multiples_2d(samples: dict, methods: list[str], budgets: list[int]) ->
             x = samples.get((method, nfe))
             if x is not None:
                 add_point_cloud(fig, x, row=i, col=j)
-    fig.update_xaxes(range=[-LIM, LIM], showticklabels=False)
-    fig.update_yaxes(range=[-LIM, LIM], showticklabels=False)
+    fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False)
+    fig.update_yaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False)
     fig.update_layout(height=140 * len(methods) + 60, margin={"l": 10, "r": 30, "t": 40, "b": 10})
     return fig
 
@@ -249,14 +249,14 @@ fig = go.Figure()
 for method, part in rows.groupby("method", sort=False):
     fig.add_scatter(x=part["nfe"], y=part["straightness"], mode="lines+markers", name=method)
 fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="straight")
-fig.update_xaxes(type="log", title="NFE")
+log_axis(fig, "x", sorted(set(rows["nfe"])), "NFE")
 fig.update_yaxes(title="path length / endpoint distance")
 fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
 st.plotly_chart(fig, key="sl_straightness")
 st.caption(
     "Mean over samples of the recorded path's length divided by the distance from noise to "
-    "sample (1 = a straight line, `ecnf.labs.straightness`); the chord deviation in the table "
-    "is the mean distance from the constant-speed straight path. Few steps record few "
+    "sample (1 = a straight line, `ecnf_display.labs.straightness`); the chord deviation in "
+    "the table is the mean distance from the constant-speed straight path. Few steps record few "
     "points, so coarse solvers always look straight: read the value at the largest NFE."
 )
 st.dataframe(rows.rename(columns={"quality": quality_name or "quality"}), hide_index=True)

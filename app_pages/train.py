@@ -16,10 +16,10 @@ from ecnf import (
     UNetConfig,
     load_images,
 )
-from ecnf.data import DatasetNotFoundError, dataset_shape
+from ecnf.data import TOY_EXTENT, DatasetNotFoundError, dataset_shape
+from ecnf.export import image_grid
 from ecnf.nets import ACTIVATIONS
 from ecnf.train import PREVIEW_SOLVER
-from ecnf.viz import image_grid
 from studio import enlarged, session_workdir, show_error
 from studio.training import add_session_checkpoint, current_run, session_checkpoints, start_run
 
@@ -30,7 +30,6 @@ LOSSES = {
     "consistency": "velocity consistency (seed paper eqs. 6-8)",
 }
 ON_GPU = torch.cuda.is_available()
-LIM = 4.5
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -158,8 +157,8 @@ def show_preview(preview, data: str) -> None:
                 marker={"size": 3, "color": "#1f77b4"},
             )
         )
-        fig.update_xaxes(range=[-LIM, LIM])
-        fig.update_yaxes(range=[-LIM, LIM], scaleanchor="x")
+        fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT])
+        fig.update_yaxes(range=[-TOY_EXTENT, TOY_EXTENT], scaleanchor="x")
         fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
         st.plotly_chart(fig, key="tr_preview_chart")
     else:

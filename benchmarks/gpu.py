@@ -48,7 +48,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from ecnf.nets import UNetConfig, build_model  # noqa: E402
-from ecnf.solvers import FIXED_METHODS, integrate  # noqa: E402
+from ecnf.solvers import FIXED_METHODS, integrate, nfe_per_step  # noqa: E402
 
 __all__ = ["cifar_unet_config", "main", "markdown", "run"]
 
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "method": method,
         "steps": steps,
-        "nfe": FIXED_METHODS[method] * steps,
+        "nfe": nfe_per_step(method) * steps,
         "repeats": args.repeats,
         "rows": rows,
     }

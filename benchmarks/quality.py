@@ -24,6 +24,7 @@ from torchcfm.conditional_flow_matching import (
 )
 
 from ecnf import EMA, LossConfig, TrainConfig, build_model, fit, integrate, load, sample_toy
+from ecnf.evaluation import data_floor, toy_sets
 from ecnf.metrics import wasserstein2
 from ecnf.nets import MLPConfig
 
@@ -112,9 +113,8 @@ def run(quick: bool = False) -> dict:
         "seed": 0,
     }
     n = b["samples"]
-    x0 = sample_toy("gaussian", n, generator=torch.Generator().manual_seed(7))
-    data = sample_toy("moons", n, generator=torch.Generator().manual_seed(8))
-    floor = wasserstein2(sample_toy("moons", n, generator=torch.Generator().manual_seed(9)), data)
+    sets = toy_sets("moons", "gaussian", n, seed=7)
+    x0, data, floor = sets.x0, sets.fresh, data_floor(sets)["w2"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [

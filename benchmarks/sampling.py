@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from ecnf import integrate, load
-from ecnf.solvers import FIXED_METHODS
+from ecnf.solvers import nfe_per_step
 
 from .common import first_timing, interleaved, interleaved_retimed, lost, ratio, stats
 
@@ -163,7 +163,7 @@ def run_fixed(quick: bool = False) -> dict:
                     "batch": batch,
                     "method": method,
                     "steps": steps,
-                    "nfe": FIXED_METHODS[method] * steps,
+                    "nfe": nfe_per_step(method) * steps,
                     "time_s": {n: stats(v).as_dict() for n, v in times.items()},
                     "ratio_to_floor": {
                         n: ratio(times[n], times["floor"]).as_dict() for n in INTEGRATORS

@@ -4,8 +4,10 @@ The core library: velocity networks (:mod:`ecnf.nets`), probability paths
 (:mod:`ecnf.paths`), couplings (:mod:`ecnf.couplings`), losses (:mod:`ecnf.losses`), ODE
 samplers (:mod:`ecnf.solvers`), likelihoods (:mod:`ecnf.likelihood`), EMA (:mod:`ecnf.ema`),
 data (:mod:`ecnf.data`), training (:mod:`ecnf.train`), checkpoints (:mod:`ecnf.checkpoint`),
-metrics (:mod:`ecnf.metrics`) and the command line (:mod:`ecnf.cli`). It imports no
-user-interface package.
+metrics (:mod:`ecnf.metrics`), evaluation against the data floor (:mod:`ecnf.evaluation`),
+the files a run writes (:mod:`ecnf.export`) and the command line (:mod:`ecnf.cli`). It
+imports no plotting or user-interface package; figures and page computations shared by the
+studio, the demo and the notebooks live in ``ecnf_display``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,21 @@
-"""The checkpoint file itself: atomic writes and a strict reading of the safetensors framing.
+"""The checkpoint file itself: a strict reading of the safetensors framing.
 
-:mod:`ecnf.checkpoint` builds on these two operations. Reading checks the header length,
-its JSON, every tensor's offsets against the file size and the ECNF format entries before
-any tensor is touched, so a corrupt, truncated, foreign or pickled file is refused with a
-message naming the path and the reason, and nothing is ever unpickled.
+:mod:`ecnf.checkpoint` reads through it and writes through :func:`ecnf._io.atomic_write`.
+Reading checks the header length, its JSON, every tensor's offsets against the file size
+and the ECNF format entries before any tensor is touched, so a corrupt, truncated, foreign
+or pickled file is refused with a message naming the path and the reason, and nothing is
+ever unpickled.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import struct
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "atomic_write", "read_header"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "read_header"]
 
 FORMAT = "ecnf-checkpoint"
 FORMAT_VERSION = 1
@@ -28,41 +27,6 @@ _MAX_HEADER = 100_000_000  # the limit safetensors itself enforces
 
 class CheckpointError(ValueError):
     r"""A file that is not a readable ECNF checkpoint; the message names the path and why."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    if path.is_dir():
-        raise ValueError(
-            f"path {path} is a directory; give a file such as {path / 'ckpt.safetensors'}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

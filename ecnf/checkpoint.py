@@ -52,9 +52,9 @@ from ._checkpoint_file import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
-    atomic_write,
     read_header,
 )
+from ._io import atomic_write
 from .ema import EMA
 from .nets.config import build_model, config_from_dict, config_to_dict
 

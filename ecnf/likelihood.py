@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_finite, check_positive_int
-from .solvers import FIXED_METHODS, integrate
+from .solvers import integrate, solver_options
 
 __all__ = [
     "DIVERGENCES",
@@ -198,8 +198,8 @@ def log_prob(
         return torch.cat([v.flatten(1), div[:, None]], dim=1)
 
     state = torch.cat([x1.detach().flatten(1), x1.new_zeros(batch, 1)], dim=1)
-    kw = {"steps": steps} if method in FIXED_METHODS else {"rtol": rtol, "atol": atol}
-    sol = integrate(augmented, state, method=method, t0=1.0, t1=0.0, **kw)
+    kw = solver_options(method, steps=steps, rtol=rtol, atol=atol)
+    sol = integrate(augmented, state, t0=1.0, t1=0.0, **kw)
     x0 = sol.x[:, :dims].reshape(shape)
     delta = sol.x[:, dims]
     lp0 = source_log_prob(x0)

@@ -7,6 +7,7 @@ every element (batch and dimensions).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -156,17 +157,16 @@ def make_reflow_pairs(
     return x0, x1
 
 
-def reflow_loss(
-    velocity: Velocity,
-    x0: Tensor,
-    x1: Tensor,
-    *,
-    t: Tensor | None = None,
-    sigma: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Flow matching on fixed (noise, generated) pairs from :func:`make_reflow_pairs`."""
-    return flow_matching_loss(velocity, x0, x1, t=t, sigma=sigma, generator=generator)
+def reflow_loss(velocity: Velocity, x0: Tensor, x1: Tensor, **kwargs) -> Tensor:
+    """Deprecated: reflow's loss *is* :func:`flow_matching_loss`, on the pairs of
+    :func:`make_reflow_pairs`; call that instead (``compute_loss`` does)."""
+    warnings.warn(
+        "reflow_loss is flow_matching_loss on make_reflow_pairs' pairs; call "
+        "flow_matching_loss (reflow_loss will be removed)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return flow_matching_loss(velocity, x0, x1, **kwargs)
 
 
 def consistency_loss(
@@ -227,8 +227,7 @@ def consistency_loss(
     seg_end = ((t * num_segments).floor() + 1).clamp(max=num_segments) / num_segments
     r = torch.minimum(t + dt, seg_end)
     te, re, ende = expand_t(t, x0), expand_t(r, x0), expand_t(seg_end, x0)
-    xt = x0 + te * (x1 - x0)
-    xr = x0 + re * (x1 - x0)
+    xt, xr = linear_path(x0, x1, t).xt, linear_path(x0, x1, r).xt  # one straight path
 
     vt = velocity(xt, t)
     ft = xt + (ende - te) * vt
@@ -262,14 +261,11 @@ def compute_loss(
     if config.name == "fm":
         loss = flow_matching_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
-    if config.name == "otcfm":
-        if paired:
-            loss = flow_matching_loss(velocity, x0, x1, **kw)
-        else:
-            loss = ot_cfm_loss(velocity, x0, x1, **kw)
-        return LossOutput(loss, {"fm": loss.detach()})
-    if config.name == "reflow":
-        loss = reflow_loss(velocity, x0, x1, **kw)
+    if config.name in ("otcfm", "reflow"):
+        # reflow: flow matching on the teacher's (noise, sample) pairs, taken as given
+        if config.name == "otcfm" and not paired:
+            x0, x1 = couple(x0, x1, "ot")
+        loss = flow_matching_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
     if not paired:
         x0, x1 = couple(x0, x1, config.coupling)

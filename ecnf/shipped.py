@@ -9,7 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CHECKPOINTS_ENV", "SHIPPED_DIR", "checkpoints_dir", "list_checkpoints"]
+__all__ = [
+    "CHECKPOINTS_ENV",
+    "SHIPPED_DIR",
+    "checkpoints_dir",
+    "list_checkpoints",
+    "preferred_image_checkpoint",
+]
 
 #: The environment variable that moves the checkpoint folder.
 CHECKPOINTS_ENV = "ECNF_CHECKPOINTS_DIR"
@@ -27,3 +33,36 @@ def list_checkpoints(kind: str) -> dict[str, str]:
     name."""
     folder = checkpoints_dir() / kind
     return {p.stem: str(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def preferred_image_checkpoint(paths: dict[str, str]) -> str | None:
+    """The name among ``paths`` (name -> checkpoint file) whose samples show the most.
+
+    Ranked by image size (pixels per channel times channels, so Fashion-MNIST before 8x8
+    digits), then by the Fréchet distance of its card's adaptive row (``NAME.json`` beside
+    the file, lower first); a checkpoint without a card comes after those of its size, and
+    one that cannot be read comes last (the page then says what is wrong with it when it is
+    chosen). ``None`` when ``paths`` is empty.
+    """
+    import json
+    import math
+
+    from .checkpoint import checkpoint_info
+
+    def rank(item: tuple[str, str]) -> tuple[float, float, str]:
+        name, path = item
+        try:
+            shape = checkpoint_info(path)["model_config"].get("data_shape", [])
+        except (OSError, ValueError):  # CheckpointError is a ValueError
+            return (1.0, math.inf, name)
+        card_path = Path(path).with_suffix(".json")
+        distance = math.inf
+        if card_path.exists():
+            card = json.loads(card_path.read_text())
+            key = card.get("metrics", {}).get("fd")
+            rows = [r for r in card.get("rows", []) if r.get("steps") is None and key in r]
+            if rows:
+                distance = rows[0][key]
+        return (-math.prod(shape), distance, name)
+
+    return min(paths.items(), key=rank)[0] if paths else None

@@ -26,7 +26,9 @@ __all__ = [
     "METHODS",
     "ODESolution",
     "integrate",
+    "is_fixed_step",
     "nfe_per_step",
+    "solver_options",
     "time_grid",
     "uniform_grid",
 ]
@@ -80,9 +82,53 @@ class ODESolution:
 
 
 def nfe_per_step(method: str) -> int:
-    """Velocity evaluations per step of a fixed-step ``method`` (1 for Euler, 4 for RK4)."""
+    """Velocity evaluations per step of a fixed-step ``method`` (1 for Euler, 4 for RK4).
+
+    The one source of a fixed-step solve's cost: ``steps * nfe_per_step(method)``.
+
+    Example:
+        >>> [nfe_per_step(m) for m in ("euler", "midpoint", "heun", "rk4")]
+        [1, 2, 2, 4]
+    """
     check_choice("method", method, FIXED_METHODS)
     return FIXED_METHODS[method]
+
+
+def is_fixed_step(method: str) -> bool:
+    """Whether ``method`` steps along a given grid (``True``) or adapts its steps to tolerances.
+
+    Example:
+        >>> is_fixed_step("rk4"), is_fixed_step("dopri5")
+        (True, False)
+    """
+    check_choice("method", method, METHODS)
+    return method in FIXED_METHODS
+
+
+def solver_options(
+    method: str,
+    *,
+    steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    frames: int | None = None,
+) -> dict:
+    """The keywords of :func:`integrate` that run ``method``: its ``steps`` for a fixed-step
+    method, ``rtol`` and ``atol`` for an adaptive one (with ``frames`` recorded intervals of
+    its trajectory when given; they do not change the solve).
+
+    Example:
+        >>> solver_options("rk4", steps=5, rtol=1e-3)
+        {'method': 'rk4', 'steps': 5}
+        >>> solver_options("dopri5", steps=5, rtol=1e-3, atol=1e-3, frames=20)
+        {'method': 'dopri5', 'rtol': 0.001, 'atol': 0.001, 'steps': 20}
+    """
+    if is_fixed_step(method):
+        return {"method": method, "steps": steps}
+    options = {"method": method, "rtol": rtol, "atol": atol}
+    if frames is not None:
+        options["steps"] = frames
+    return options
 
 
 def time_grid(

@@ -23,15 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ecnf.ablations import ablation_rows  # noqa: E402
-from ecnf.cards import (  # noqa: E402
-    evaluate_2d,
-    evaluate_image_checkpoint,
-    render_card,
-    render_image_card,
-    results_table,
-)
 from ecnf.checkpoint import checkpoint_info  # noqa: E402
+from ecnf.evaluation import evaluate_2d, evaluate_image_checkpoint  # noqa: E402
+from ecnf_display.ablations import ablation_rows  # noqa: E402
+from ecnf_display.cards import render_card, render_image_card, results_table  # noqa: E402
 
 FOLDERS = ("2d", "images", "ablations")
 

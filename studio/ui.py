@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from ecnf.solvers import FIXED_METHODS, METHODS
-from ecnf.viz import enlarged
+from ecnf.solvers import METHODS, is_fixed_step
+from ecnf_display.pictures import enlarged
 
 __all__ = [
     "PAGES",
@@ -75,7 +75,7 @@ def solver_controls(
     method = method_column.selectbox(
         "Solver", METHODS, index=METHODS.index("rk4"), key=f"{key}_method"
     )
-    if method in FIXED_METHODS:
+    if is_fixed_step(method):
         steps = step_column.slider(
             "Solver steps", 1, max_steps, 10, key=f"{key}_steps", help=steps_help
         )

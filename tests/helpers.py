@@ -1,9 +1,12 @@
 """Small helpers shared by the studio and demo test suites."""
 
-import socket
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from benchmarks.studio_start import free_port, healthy  # one copy, shared with the benchmark
+
+__all__ = ["APP", "free_port", "healthy", "metric", "open_app"]
 
 #: The studio's entry script.
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -23,10 +26,3 @@ def metric(at: AppTest, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert values, f"no metric {label!r} among {[m.label for m in at.metric]}"
     return values[0]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

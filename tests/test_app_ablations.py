@@ -8,20 +8,20 @@ import torch
 from helpers import open_app
 from streamlit.testing.v1 import AppTest
 
-from ecnf.ablations import ABLATIONS, ABLATIONS_DIR, ablation_rows
 from ecnf.checkpoint import checkpoint_info
+from ecnf_display.ablations import ABLATIONS, ablation_rows, ablations_dir
 
 PAGE = "app_pages/ablations.py"
 TIMEOUT = 180
 
 
 def cards() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(ABLATIONS_DIR.glob("*.json"))}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(ablations_dir().glob("*.json"))}
 
 
 def test_every_configuration_is_shipped_with_a_card():
     names = {ab.name for ab in ABLATIONS}
-    assert names == {p.stem for p in ABLATIONS_DIR.glob("*.safetensors")}
+    assert names == {p.stem for p in ablations_dir().glob("*.safetensors")}
     assert names == set(cards())
     assert {ab.table for ab in ABLATIONS} == {1, 2, 3}
     assert [ab.label for ab in ABLATIONS if ab.table == 3] == ["A", "B", "C", "D"]
@@ -119,7 +119,7 @@ def test_page_shows_the_cards_numbers_and_follows_the_solver(monkeypatch):
     findings = " ".join(m.value for m in at.markdown)
     assert "rounds to exactly 1 in float32" in findings
     # the budget and the optimiser settings quoted are read from the checkpoints
-    info = checkpoint_info(ABLATIONS_DIR / "baseline.safetensors")
+    info = checkpoint_info(ablations_dir() / "baseline.safetensors")
     meta, optim = info["metadata"], info["train_state"]["config"]
     assert f"{meta['steps']} AdamW steps of batch {meta['batch_size']}" in findings
     assert f"lr {optim['lr']:g}, weight decay {optim['weight_decay']:g}" in findings

@@ -4,6 +4,7 @@ The pages point at tiny checkpoints trained here (``ECNF_CHECKPOINTS_DIR``); the
 runs a real background run of a few steps and is polled until its thread finishes.
 """
 
+import json
 import time
 
 import pytest
@@ -101,7 +102,14 @@ def test_solver_lab_2d_chart_follows_budgets_and_model(studio):
     at = open_app(SOLVERS)
     assert [t.value for t in at.title] == ["Solver lab"]
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("plotly_chart")) == 3  # quality, small multiples, straightness
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # quality, small multiples, straightness
+    # log axes label their ticks in full (plotly's own minor ticks write 20 as "2")
+    layout = json.loads(charts[0].proto.spec)["layout"]
+    for axis in ("xaxis", "yaxis"):
+        assert layout[axis]["type"] == "log"
+        assert layout[axis]["ticktext"] == [f"{v:g}" for v in layout[axis]["tickvals"]]
+    assert {1, 2, 4, 10, 20} <= set(layout["xaxis"]["tickvals"])  # the budgets, dopri5 too
     assert int(metric(at, "dopri5 NFE")) > 0
     assert float(metric(at, "Data-vs-data floor")) > 0
     table = at.dataframe[0].value

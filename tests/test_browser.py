@@ -17,14 +17,13 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port
+from helpers import free_port, healthy
 from PIL import Image
 
 from studio.ui import PAGES
@@ -69,14 +68,6 @@ def chromium() -> str:
             pytrace=False,
         )
     return path
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.read() == b"ok"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_sample_writes_arrays_figures_and_gif(ckpt, tmp_path, capsys):
             [
                 "sample",
                 str(ckpt),
-                "--solver",
+                "--method",
                 "rk4",
                 "--steps",
                 "5",
@@ -86,7 +86,7 @@ def test_adaptive_solver_reports_nfe(ckpt, tmp_path, capsys):
             [
                 "sample",
                 str(ckpt),
-                "--solver",
+                "--method",
                 "dopri5",
                 "-n",
                 "8",
@@ -152,10 +152,64 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
 
 
 def test_unknown_solver_is_rejected_by_argparse(ckpt, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["sample", str(ckpt), "--solver", "leapfrog"])
-    assert exc.value.code == 2
-    assert "leapfrog" in capsys.readouterr().err
+    for flag in ("--method", "--solver"):
+        with pytest.raises(SystemExit) as exc:
+            main(["sample", str(ckpt), flag, "leapfrog"])
+        assert exc.value.code == 2
+        assert "leapfrog" in capsys.readouterr().err
+
+
+def test_old_solver_flags_still_work_and_say_so(ckpt, tmp_path, capsys):
+    argv = ["eval", str(ckpt), "-n", "50", "--steps", "2", "--json", "--device", "cpu"]
+    assert main([*argv, "--method", "midpoint"]) == 0
+    new = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--solver", "midpoint"]) == 0
+    captured = capsys.readouterr()
+    assert "--solver is deprecated; use --method" in captured.err
+    old = json.loads(captured.out)
+    assert old["method"] == new["method"] == "midpoint" and old["nfe"] == new["nfe"] == 4
+    assert old["w2"] == new["w2"]
+    from ecnf.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--teacher-solver", "euler"])
+    assert args.teacher_method == "euler"
+    assert "--teacher-solver is deprecated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["sample", "{ckpt}", "-n", "0", "--out", "{tmp}/s"], "-n/--num must be at least 1, got 0"),
+        (["eval", "{ckpt}", "-n", "1"], "-n/--num must be at least 2, got 1"),
+        (["likelihood", "{ckpt}", "-n", "-3"], "-n/--num must be at least 1, got -3"),
+        (["sample", "{ckpt}", "--steps", "0", "--out", "{tmp}/s"], "steps"),
+    ],
+)
+def test_counts_below_one_are_refused_and_nothing_is_written(ckpt, tmp_path, capsys, argv, flag):
+    argv = [a.replace("{ckpt}", str(ckpt)).replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    assert flag in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_sample_starts_from_the_models_own_source(tmp_path, capsys):
+    import torch
+
+    from ecnf.data import sample_toy
+    from ecnf.solvers import integrate
+
+    out = tmp_path / "ring"
+    train = [*TRAIN, "--steps", "4", "--source", "8gaussians", "--out", str(out)]
+    assert main(train) == 0
+    ck = out / "checkpoint.safetensors"
+    argv = ["sample", str(ck), "--method", "euler", "--steps", "3", "-n", "40", "--seed", "5"]
+    assert main([*argv, "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    from ecnf import load
+
+    x0 = sample_toy("8gaussians", 40, generator=torch.Generator().manual_seed(5))
+    expected = integrate(load(ck, device="cpu"), x0, method="euler", steps=3).x
+    np.testing.assert_array_equal(samples, expected.numpy())
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "likelihood", "eval", "export"])
@@ -205,9 +259,10 @@ def test_eval_on_images_names_the_feature_net(tmp_path, capsys):
 
 def test_train_defaults_are_the_configs_own():
     from ecnf import LossConfig, TrainConfig
-    from ecnf.cli import _parser
+    from ecnf.cli import build_parser
+    from ecnf.cli.train import configs_from_args
 
-    a, tc, lc = _parser().parse_args(["train"]), TrainConfig(), LossConfig()
+    a, tc, lc = build_parser().parse_args(["train"]), TrainConfig(), LossConfig()
     pairs = {
         "data": tc.data,
         "source": tc.source,
@@ -216,24 +271,70 @@ def test_train_defaults_are_the_configs_own():
         "weight_decay": tc.weight_decay,
         "ema_decay": tc.ema_decay,
         "grad_clip": tc.grad_clip,
-        "warmup": tc.warmup_steps,
+        "warmup_steps": tc.warmup_steps,
         "lr_schedule": tc.lr_schedule,
         "precision": tc.precision,
         "seed": tc.seed,
-        "out": tc.out_dir,
+        "out_dir": tc.out_dir,
         "checkpoint_every": tc.checkpoint_every,
         "log_every": tc.log_every,
         "sample_every": tc.sample_every,
         "device": tc.device,
-        "teacher_solver": tc.teacher_method,
+        "teacher_method": tc.teacher_method,
         "teacher_steps": tc.teacher_steps,
-        "loss": lc.name,
-        "alpha": lc.alpha,
-        "dt": lc.dt,
-        "segments": lc.num_segments,
-        "coupling": lc.coupling,
-        "fm_weight": lc.fm_weight,
-        "sigma": lc.sigma,
+        "ema_warmup": tc.ema_warmup,
+        "loss.name": lc.name,
+        "loss.alpha": lc.alpha,
+        "loss.dt": lc.dt,
+        "loss.num_segments": lc.num_segments,
+        "loss.coupling": lc.coupling,
+        "loss.fm_weight": lc.fm_weight,
+        "loss.sigma": lc.sigma,
     }
     assert {k: getattr(a, k) for k in pairs} == pairs
     assert a.ot_workers is None  # TrainConfig's default_ot_workers() decides
+    # with no option given, the config built from the arguments is the default config
+    built = configs_from_args(a)
+    assert built.loss == lc
+    assert built.to_dict() | {"model": None} == tc.to_dict()
+
+
+def test_train_options_reach_the_config_fields_they_name():
+    from ecnf.cli import build_parser
+    from ecnf.cli.train import configs_from_args
+
+    argv = [
+        "train",
+        "--data",
+        "digits",
+        "--warmup",
+        "7",
+        "--out",
+        "runs/x",
+        "--grad-clip",
+        "0",
+        "--no-ema-warmup",
+        "--loss",
+        "consistency",
+        "--segments",
+        "3",
+        "--alpha",
+        "0.5",
+        "--channels",
+        "16",
+        "--flip",
+        "--ot-workers",
+        "0",
+        "--teacher-method",
+        "heun",
+    ]
+    config = configs_from_args(build_parser().parse_args(argv))
+    assert (config.data, config.warmup_steps, config.out_dir) == ("digits", 7, "runs/x")
+    assert config.grad_clip is None and config.ema_warmup is False and config.flip is True
+    assert (config.loss.name, config.loss.num_segments, config.loss.alpha) == (
+        "consistency",
+        3,
+        0.5,
+    )
+    assert config.model.arch == "unet" and config.model.channels == 16
+    assert config.ot_workers == 0 and config.teacher_method == "heun"

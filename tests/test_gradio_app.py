@@ -28,9 +28,9 @@ from PIL import Image
 import ecnf
 import gradio_app
 from ecnf.checkpoint import checkpoint_info
-from ecnf.playground import compare_to_data
+from ecnf.evaluation import compare_to_data
+from ecnf.export import image_grid
 from ecnf.solvers import nfe_per_step
-from ecnf.viz import image_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints"
@@ -68,9 +68,39 @@ def test_build_demo_has_a_bounded_queue_and_the_three_endpoints(client):
     demo = gradio_app.build_demo()
     assert isinstance(demo, gr.Blocks)
     assert demo._queue.max_size == gradio_app.QUEUE_SIZE
-    limits = {fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.fn is not None}
+    public = [fn for fn in demo.fns.values() if fn.fn is not None and fn.api_visibility == "public"]
+    limits = {fn.api_name: fn.concurrency_limit for fn in public}
     assert limits == {"sample_2d": 2, "sample_images": 2, "train_2d": 1}
+    # the samplings that run by themselves share the sampling queue and its limit
+    private = [fn for fn in demo.fns.values() if fn.fn is not None and fn not in public]
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in private} == {("sample", 2)}
     assert demo.config["analytics_enabled"] is False
+
+
+def test_the_demo_shows_a_first_result_before_anything_is_pressed(monkeypatch):
+    monkeypatch.delenv("ECNF_CHECKPOINTS_DIR", raising=False)  # the shipped models
+    demo = gradio_app.build_demo()
+    deps = demo.config["dependencies"]
+
+    def by_trigger(kind):
+        (dep,) = [d for d in deps if d["targets"][0][1] == kind]
+        return dep, demo.fns[dep["id"]].fn, [demo.blocks[i].value for i in dep["inputs"]]
+
+    # the 2D tab samples its default request as the page loads, into the Sample outputs
+    load, fn, defaults = by_trigger("load")
+    click = next(d for d in deps if d["api_name"] == "sample_2d")
+    assert fn is gradio_app.sample_2d and load["outputs"] == click["outputs"]
+    assert defaults == ["moons_otcfm", "rk4", 10, 1000, 0]
+    *_, (_, samples, info) = fn(*defaults)
+    assert isinstance(samples, Image.Image) and "W2 (exact, 1000 points)" in info
+    # the Images tab samples its default request when first opened, and only then
+    _, fn, defaults = by_trigger("select")
+    assert fn is gradio_app.first_images and defaults[-1] is None  # nothing shown yet
+    assert defaults[0] == "fmnist_unet_fm"  # the shipped model whose samples show the most
+    *_, (_, samples, real, _) = fn(*defaults)
+    assert isinstance(samples, Image.Image) and isinstance(real, Image.Image)
+    again = list(fn(*defaults[:-1], samples))
+    assert again == [tuple(gr.skip() for _ in range(4))]
 
 
 def test_sample_2d_streams_frames_and_reports_nfe_and_w2(client):

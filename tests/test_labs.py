@@ -1,4 +1,4 @@
-"""ecnf.labs: straightness of trajectories and repeated Hutchinson estimates."""
+"""ecnf_display.labs: straightness of trajectories and repeated Hutchinson estimates."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ecnf import integrate, log_prob
-from ecnf.labs import chord_deviation, repeated_log_prob, straightness
+from ecnf_display.labs import chord_deviation, repeated_log_prob, straightness
 
 
 def test_a_straight_constant_speed_flow_has_straightness_one_and_deviation_zero():

@@ -71,7 +71,21 @@ def test_exact_velocity_has_zero_loss():
     assert flow_matching_loss(lambda x, t: c.expand_as(x), x0, x0 + c).item() < 1e-12
     x0r, x1r = make_reflow_pairs(lambda x, t: c.expand_as(x), x0, steps=3)
     torch.testing.assert_close(x1r, x0 + c)
-    assert reflow_loss(lambda x, t: c.expand_as(x), x0r, x1r).item() < 1e-12
+    out = compute_loss(LossConfig("reflow"), lambda x, t: c.expand_as(x), x0r, x1r)
+    assert out.loss.item() < 1e-12
+
+
+def test_reflow_loss_is_flow_matching_and_says_so():
+    x0, x1, t = torch.randn(16, 2), torch.randn(16, 2), torch.rand(16)
+    net = TinyNet(dim=2)
+    with pytest.warns(DeprecationWarning, match="flow_matching_loss"):
+        old = reflow_loss(net, x0, x1, t=t)
+    assert torch.equal(old, flow_matching_loss(net, x0, x1, t=t))
+    reflow = compute_loss(
+        LossConfig("reflow"), net, x0, x1, generator=torch.Generator().manual_seed(1)
+    )
+    fm = flow_matching_loss(net, x0, x1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(reflow.loss, fm)
 
 
 def test_ot_cfm_loss_is_fm_on_ot_pairs(batch):

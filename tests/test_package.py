@@ -2,6 +2,7 @@
 package the code imports is pinned."""
 
 import ast
+import fnmatch
 import importlib
 import pkgutil
 import re
@@ -13,9 +14,20 @@ from pathlib import Path
 import ecnf
 
 REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = (REPO / "pyproject.toml").read_text()
 #: Top-level names that are this repository's own code, not installed packages.
 OWN = {"ecnf", "studio", "app_pages", "benchmarks", "scripts", "tests", "helpers", "conftest"}
-OWN |= {"ddp_worker", "app", "gradio_app"}
+OWN |= {"ddp_worker", "app", "gradio_app", "ecnf_display", "tolerances"}
+#: What the core library must never import: UI toolkits, plotting, and the front ends.
+PRESENTATION = {
+    "streamlit",
+    "gradio",
+    "matplotlib",
+    "plotly",
+    "ecnf_display",
+    "studio",
+    "app_pages",
+}
 
 
 def test_import_ecnf_imports_no_ui():
@@ -28,10 +40,44 @@ def test_import_ecnf_imports_no_ui():
     assert out.stdout.strip() == ""
 
 
+def test_the_core_never_imports_presentation_code():
+    """Not at import time, not inside a function: ``ecnf`` holds the ideas, and the figures,
+    pictures and page computations live in ``ecnf_display``, which imports ``ecnf``."""
+    for path in sorted((REPO / "ecnf").rglob("*.py")):
+        bad = _imports(ast.parse(path.read_text()), optional=False) & PRESENTATION
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_the_display_package_declares_what_it_needs():
+    import ecnf_display
+
+    files = sorted(Path(ecnf_display.__file__).parent.glob("*.py"))
+    needs = set().union(*(_imports(ast.parse(f.read_text())) for f in files))
+    third_party = needs - OWN - set(sys.stdlib_module_names) - {"__future__"}
+    core = re.search(r"^dependencies = \[(.*?)^\]", PYPROJECT, re.MULTILINE | re.DOTALL).group(1)
+    display = re.search(r"^display = \[(.*?)\]", PYPROJECT, re.MULTILINE | re.DOTALL).group(1)
+    declared = {
+        re.match(r"[A-Za-z0-9_.-]+", d.strip().strip('"')).group(0).lower()
+        for d in (core + "," + display).split(",")
+        if d.strip()
+    }
+    distributions = packages_distributions()
+    for module in sorted(third_party):
+        names = {d.lower() for d in distributions.get(module, [module])}
+        assert names & declared, f"ecnf_display imports {module}, not declared in pyproject"
+    # and setuptools packages it beside ecnf
+    include = re.search(r"^include = \[(.*?)\]", PYPROJECT, re.MULTILINE).group(1)
+    patterns = [p.strip().strip('"') for p in include.split(",")]
+    assert any(fnmatch.fnmatch("ecnf_display", p) for p in patterns), include
+
+
 def test_every_public_name_exists():
-    modules = [ecnf] + [
+    import ecnf_display
+
+    modules = [ecnf, ecnf_display] + [
         importlib.import_module(m.name)
-        for m in pkgutil.walk_packages(ecnf.__path__, prefix="ecnf.")
+        for package, prefix in ((ecnf, "ecnf."), (ecnf_display, "ecnf_display."))
+        for m in pkgutil.walk_packages(package.__path__, prefix=prefix)
     ]
     for module in modules:
         for name in getattr(module, "__all__", []):

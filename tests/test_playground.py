@@ -1,4 +1,7 @@
-"""Studio quantities: endpoints of straight flows, fields on grids, densities, W2 and floor."""
+"""Studio quantities: endpoints of straight flows, fields on grids, densities.
+
+(W2 beside the data floor is ecnf.evaluation.compare_to_data: tests/test_evaluation.py.)
+"""
 
 import math
 
@@ -6,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ecnf import MLPConfig, build_model, integrate, sample_toy, wasserstein2
-from ecnf.playground import (
-    compare_to_data,
+from ecnf import MLPConfig, build_model, integrate
+from ecnf_display.playground import (
     grid_points,
     log_density_grid,
     predicted_endpoints,
@@ -141,22 +143,8 @@ def test_density_grid_of_an_affine_flow_has_its_closed_form():
     assert grid.mass == pytest.approx(1.0, abs=0.01)
 
 
-def test_compare_to_data_uses_seeded_fresh_sets():
-    g = torch.Generator().manual_seed(3)
-    fresh = sample_toy("moons", 200, generator=g)
-    other = sample_toy("moons", 200, generator=g)
-    report = compare_to_data(fresh, "moons", seed=3)
-    assert report.w2 == pytest.approx(0.0, abs=1e-6)
-    assert report.floor == pytest.approx(wasserstein2(other, fresh))
-    assert report.num_samples == 200
-    far = compare_to_data(fresh + 10.0, "moons", seed=3)
-    assert far.w2 > 9.0
-    with pytest.raises(ValueError, match="shape"):
-        compare_to_data(torch.zeros(5, 3), "moons")
-
-
 def test_figures_draw_what_they_are_given():
-    from ecnf.figures import density_figure, field_figure, trajectory_figure
+    from ecnf_display.figures import density_figure, field_figure, trajectory_figure
 
     traj = np.stack([np.zeros((5, 2)), np.ones((5, 2))])  # (T=2, N=5, 2)
     fig = trajectory_figure(

@@ -54,3 +54,16 @@ def test_streamlit_space_folder_runs_the_studio_in_docker():
     assert re.search(r"EXPOSE 8501\n", dockerfile)
     assert '"streamlit", "run", "app.py"' in dockerfile and '"--server.port=8501"' in dockerfile
     assert "useradd -m -u 1000 user" in dockerfile
+
+
+def test_every_way_of_starting_the_studio_turns_the_file_watcher_off():
+    """The watcher walks every folder under the app (the multi-GB .venv of `make app`
+    included): a first visit then took 30 s instead of 5. Each entry point turns it off."""
+    config = (REPO / ".streamlit" / "config.toml").read_text()  # `streamlit run app.py`
+    server = re.search(r"^\[server\]\n(.*?)(?:^\[|\Z)", config, re.MULTILINE | re.DOTALL).group(1)
+    assert re.search(r'^fileWatcherType = "none"$', server, re.MULTILINE)
+    makefile = (REPO / "Makefile").read_text()
+    app = re.search(r"^app:.*\n\t(.*)$", makefile, re.MULTILINE).group(1)
+    assert "streamlit run app.py" in app and "--server.fileWatcherType none" in app
+    dockerfile = (REPO / "space" / "streamlit" / "Dockerfile").read_text()
+    assert '"--server.fileWatcherType=none"' in dockerfile

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ecnf.train as train_mod
+import ecnf._run as run_mod
 from ecnf.callbacks import Callback
 from ecnf.checkpoint import read_checkpoint
 from ecnf.config import TrainConfig
@@ -136,7 +136,7 @@ def test_training_can_be_extended(tmp_path):
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(tmp_path)
-    real = train_mod.compute_loss
+    real = run_mod.compute_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -146,7 +146,7 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    monkeypatch.setattr(run_mod, "compute_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"step 13.*last good checkpoint"):
         fit(cfg)
     ck = read_checkpoint(Path(cfg.out_dir) / "checkpoint.safetensors")

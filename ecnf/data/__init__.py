@@ -27,12 +27,13 @@ from .images import (
 )
 from .sources import DatasetNotFoundError, default_root
 from .stream import DataStream, ImageStream, ToyStream, make_stream
-from .toys import TOY_DATASETS, sample_toy
+from .toys import TOY_DATASETS, TOY_EXTENT, sample_toy
 
 __all__ = [
     "FASHION_MNIST_DEBIAN_DIR",
     "IMAGE_DATASETS",
     "TOY_DATASETS",
+    "TOY_EXTENT",
     "DataStream",
     "DatasetNotFoundError",
     "ImageStream",

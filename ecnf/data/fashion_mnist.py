@@ -17,12 +17,12 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from .._io import atomic_file
 from .sources import DatasetNotFoundError, resolve_root
 
 __all__ = [
@@ -63,16 +63,9 @@ def _missing(raw: Path) -> list[str]:
 
 def _copy_atomic(source: Path, target: Path) -> None:
     """Write ``source`` (gunzipped when it ends in ``.gz``) to ``target`` in one rename."""
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rb") as src, os.fdopen(handle, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 20)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared data folder needs reads
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rb") as src, atomic_file(target) as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
 
 
 def stage_fashion_mnist(

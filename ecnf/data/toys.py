@@ -39,7 +39,11 @@ from torch import Generator, Tensor
 
 from .._checks import check_choice, check_positive_int
 
-__all__ = ["TOY_DATASETS", "sample_toy"]
+__all__ = ["TOY_DATASETS", "TOY_EXTENT", "sample_toy"]
+
+#: Half-width of the square ``[-TOY_EXTENT, TOY_EXTENT]^2`` on which 2D data, samples and
+#: flows are drawn: every toy lies roughly within ``[-4, 4]^2``; half a unit is margin.
+TOY_EXTENT = 4.5
 
 _Sampler = Callable[[int, Generator | None, torch.device, torch.dtype], Tensor]
 

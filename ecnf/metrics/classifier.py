@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_finite, check_positive_int
+from .._io import atomic_write
 from ..checkpoint import CheckpointError
 from ..data.images import from_model_range, load_images, to_model_range
 
@@ -174,10 +175,7 @@ def save_classifier(
         "training": json.dumps(training),
         "torch_version": torch.__version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
-    os.replace(tmp, path)
+    atomic_write(path, safetensors.torch.save(tensors, metadata=metadata))
     return path
 
 

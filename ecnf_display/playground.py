@@ -1,8 +1,8 @@
 r"""Quantities the studio shows about a trained flow: fields on a grid, endpoints, quality.
 
-Everything here is plain torch on top of :mod:`ecnf.solvers`, :mod:`ecnf.likelihood` and
-:mod:`ecnf.metrics`, so the Streamlit pages, the Gradio demo and the notebooks show the
-same numbers.
+Everything here is plain torch on top of :mod:`ecnf.solvers` and :mod:`ecnf.likelihood`,
+so the Streamlit pages, the Gradio demo and the notebooks show the same numbers; how good
+samples are (W2 beside the data floor) is :func:`ecnf.evaluation.compare_to_data`.
 
 The predicted endpoint of a state :math:`x_t` is one Euler step to :math:`t = 1`,
 
@@ -22,15 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_positive_int
-from .data import sample_toy
-from .likelihood import log_prob
-from .metrics import wasserstein2
+from ecnf._checks import check_positive_int
+from ecnf.data import TOY_EXTENT
+from ecnf.likelihood import log_prob
 
 __all__ = [
     "DensityGrid",
-    "W2Report",
-    "compare_to_data",
     "grid_points",
     "log_density_grid",
     "predicted_endpoints",
@@ -52,7 +49,7 @@ def _check_lim(lim: float) -> float:
 
 
 def grid_points(
-    lim: float = 4.5, n: int = 60, *, dtype: torch.dtype = torch.float32
+    lim: float = TOY_EXTENT, n: int = 60, *, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A square ``n x n`` grid over ``[-lim, lim]^2``.
 
@@ -131,7 +128,7 @@ class DensityGrid:
 
 def log_density_grid(
     velocity: Velocity,
-    lim: float = 4.5,
+    lim: float = TOY_EXTENT,
     n: int = 60,
     *,
     method: str = "rk4",
@@ -157,45 +154,6 @@ def log_density_grid(
         values.append(res.log_prob.detach().float().cpu())
         nfe = res.nfe
     return DensityGrid(xs, ys, torch.cat(values).reshape(n, n), nfe)
-
-
-@dataclass
-class W2Report:
-    """Result of :func:`compare_to_data`.
-
-    Attributes:
-        w2: exact Wasserstein-2 distance between the samples and fresh data.
-        floor: the same distance between two fresh data sets of the same size: what a
-            perfect model would reach at this sample size.
-        num_samples: the sample size of each set.
-    """
-
-    w2: float
-    floor: float
-    num_samples: int
-
-
-def compare_to_data(samples: Tensor, data: str, *, seed: int = 0) -> W2Report:
-    """Exact W2 from 2D ``samples`` to fresh points of the toy ``data``, beside the floor.
-
-    Two fresh data sets of ``len(samples)`` points are drawn from a generator seeded with
-    ``seed``; the first is the reference, the second gives the data-vs-data floor.
-
-    Example:
-        >>> real = sample_toy("moons", 300, generator=torch.Generator().manual_seed(5))
-        >>> r = compare_to_data(real, "moons", seed=1)
-        >>> r.num_samples, r.w2 < 0.5 and r.floor < 0.5
-        (300, True)
-    """
-    if samples.ndim != 2 or samples.shape[1] != 2:
-        raise ValueError(f"samples must have shape (N, 2), got {tuple(samples.shape)}")
-    check_positive_int("seed", seed, minimum=0)
-    n = samples.shape[0]
-    g = torch.Generator().manual_seed(seed)
-    fresh = sample_toy(data, n, generator=g)
-    other = sample_toy(data, n, generator=g)
-    samples = samples.detach().float().cpu()
-    return W2Report(wasserstein2(samples, fresh), wasserstein2(other, fresh), n)
 
 
 def _check_trajectory(trajectory: Tensor, times: Tensor) -> Tensor:

@@ -1,17 +1,28 @@
 """Plotly figure builders for 2D flows, shared by the studio, the demo and the notebooks.
 
 They take NumPy arrays (computed by :mod:`ecnf`) and return ``plotly.graph_objects.Figure``;
-plotly is imported here only, never by ``import ecnf``.
+plotly is imported here only, never by ``import ecnf`` (``pip install ecnf[display]``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["add_point_cloud", "density_figure", "field_figure", "square_axes", "trajectory_figure"]
+from ecnf.data import TOY_EXTENT
 
-LIM = 4.5
+__all__ = [
+    "add_point_cloud",
+    "density_figure",
+    "field_figure",
+    "log_axis",
+    "log_ticks",
+    "square_axes",
+    "trajectory_figure",
+]
 
 
 def add_point_cloud(fig: go.Figure, x: np.ndarray, row: int, col: int) -> None:
@@ -28,7 +39,7 @@ def add_point_cloud(fig: go.Figure, x: np.ndarray, row: int, col: int) -> None:
     )
 
 
-def square_axes(fig: go.Figure, height: int = 520, lim: float = LIM) -> go.Figure:
+def square_axes(fig: go.Figure, height: int = 520, lim: float = TOY_EXTENT) -> go.Figure:
     """Equal-aspect axes on the square [-lim, lim]^2."""
     fig.update_xaxes(range=[-lim, lim], zeroline=False)
     fig.update_yaxes(range=[-lim, lim], zeroline=False, scaleanchor="x", scaleratio=1)
@@ -173,3 +184,41 @@ def density_figure(d: dict, log_scale: bool) -> go.Figure:
         )
     )
     return square_axes(fig)
+
+
+def log_ticks(values: Iterable[float | None]) -> list[float]:
+    """Tick positions for a log axis over the positive, finite ``values``: 1, 2 and 5 times
+    powers of ten inside their range, or the range's ends (two significant digits) when
+    fewer than two such numbers fall inside it.
+
+    Example:
+        >>> log_ticks([0.23, 0.31, 3.2])
+        [0.5, 1.0, 2.0]
+        >>> log_ticks([0.21, 0.24])
+        [0.21, 0.24]
+    """
+    kept = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not kept:
+        return []
+    lo, hi = min(kept), max(kept)
+    ticks = [
+        float(f"{m * 10.0**k:.12g}")
+        for k in range(math.floor(math.log10(lo)), math.floor(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+        if lo <= m * 10.0**k <= hi
+    ]
+    if len(ticks) < 2:
+        ticks = sorted({*ticks, float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    return ticks
+
+
+def log_axis(fig: go.Figure, axis: str, ticks: Iterable[float], title: str) -> go.Figure:
+    """Make ``axis`` (``"x"`` or ``"y"``) logarithmic with ``ticks`` written out in full.
+
+    Plotly's own minor log ticks show only a leading digit (20 reads "2", 0.3 reads "3");
+    explicit labels avoid that.
+    """
+    ticks = list(ticks)
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    update(type="log", title=title, tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return fig

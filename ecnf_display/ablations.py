@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shipped import SHIPPED_DIR
+from ecnf.shipped import checkpoints_dir
 
-__all__ = ["ABLATIONS", "ABLATIONS_DIR", "Ablation", "ablation_rows"]
+__all__ = ["ABLATIONS", "Ablation", "ablation_rows", "ablations_dir"]
 
-#: Where the shipped ablation checkpoints live.
-ABLATIONS_DIR = SHIPPED_DIR / "ablations"
+
+def ablations_dir() -> Path:
+    """Where the ablation checkpoints live: ``ablations/`` under :func:`checkpoints_dir`."""
+    return checkpoints_dir() / "ablations"
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Ablation:
 
     @property
     def path(self) -> Path:
-        return ABLATIONS_DIR / f"{self.name}.safetensors"
+        return ablations_dir() / f"{self.name}.safetensors"
 
 
 _BASE = "VelocityMLP 512x3, adaptive activation, linear time embedding"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checks import check_positive_int
-from .likelihood import log_prob
+from ecnf._checks import check_positive_int
+from ecnf.likelihood import log_prob
 
 __all__ = ["chord_deviation", "repeated_log_prob", "straightness"]
 

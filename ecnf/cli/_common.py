@@ -1,0 +1,73 @@
+"""Pieces every command shares: solver options, deprecated spellings, checkpoint loading."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+__all__ = [
+    "Deprecated",
+    "add_solver_args",
+    "check_count",
+    "dataclass_defaults",
+    "load_checkpoint",
+    "solver_kwargs",
+]
+
+
+class Deprecated(argparse.Action):
+    """An old spelling of an option: it still works, stores into the new option's ``dest``
+    and says on stderr which spelling to use instead."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_solver_args(p: argparse.ArgumentParser, steps_default: int = 10) -> None:
+    """``--method`` (and the old ``--solver``), ``--steps``, ``--rtol``, ``--atol``."""
+    from ..solvers import METHODS
+
+    p.add_argument("--method", default="rk4", choices=METHODS, help="ODE solver (default rk4)")
+    p.add_argument("--solver", dest="method", choices=METHODS, action=Deprecated, new="--method")
+    p.add_argument("--steps", type=int, default=steps_default, help="fixed-step solver steps")
+    p.add_argument("--rtol", type=float, default=1e-5, help="adaptive relative tolerance")
+    p.add_argument("--atol", type=float, default=1e-5, help="adaptive absolute tolerance")
+
+
+def solver_kwargs(args) -> dict:
+    """The keywords of :func:`ecnf.integrate` that ``args`` ask for."""
+    from ..solvers import solver_options
+
+    return solver_options(args.method, steps=args.steps, rtol=args.rtol, atol=args.atol)
+
+
+def check_count(flag: str, value: int, minimum: int = 1) -> int:
+    """A count given on the command line, refused with the flag's name when too small."""
+    if value < minimum:
+        raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
+def dataclass_defaults(config_class) -> dict:
+    """A dataclass's plain field defaults by name (fields with a factory are left out)."""
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config_class)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+def load_checkpoint(args, use_ema: bool = True):
+    """``(model, info, device)`` for ``args.checkpoint`` on ``args.device``."""
+    from ..checkpoint import checkpoint_info, load
+    from ..train import resolve_device
+
+    device = resolve_device(args.device)
+    model = load(args.checkpoint, device=device, use_ema=use_ema)
+    return model, checkpoint_info(args.checkpoint), device

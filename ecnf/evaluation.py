@@ -1,0 +1,296 @@
+"""Sample quality of a checkpoint at every solver budget, and the data-vs-data floor.
+
+One function per quantity, used by the CLI (``ecnf eval``), the model cards
+(``scripts/make_cards.py``), the studio, the Gradio demo and the notebooks alike:
+
+- :func:`toy_sets` draws the source noise and two fresh sets of a 2D toy from one seed;
+- :func:`data_floor` is the metric between those two fresh sets, what a perfect model would
+  reach with that many samples;
+- :func:`evaluate_2d` and :func:`evaluate_image_checkpoint` measure a checkpoint at each
+  solver and NFE, beside that floor; :func:`compare_to_data` judges samples already drawn.
+
+Every number comes with the sample size and seed that produced it, so a card's row can be
+recomputed by anyone (``tests/test_cards.py`` does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._checks import check_positive_int
+from .checkpoint import checkpoint_info, load
+from .data import TOY_DATASETS, load_images, sample_toy, to_model_range
+from .metrics import mmd2, wasserstein2
+from .solvers import FIXED_METHODS, integrate, nfe_per_step, solver_options
+
+__all__ = [
+    "ADAPTIVE",
+    "BUDGETS",
+    "IMAGE_ROWS",
+    "ToySets",
+    "W2Report",
+    "compare_to_data",
+    "data_floor",
+    "evaluate_2d",
+    "evaluate_image_checkpoint",
+    "image_feature_net",
+    "solver_grid",
+    "toy_sets",
+]
+
+#: NFE budgets reported for every fixed-step solver that can spend them exactly.
+BUDGETS = (1, 2, 4, 10, 20)
+ADAPTIVE = ("dopri5", 1e-5)
+
+
+def solver_grid(budgets=BUDGETS, methods=tuple(FIXED_METHODS)) -> list[tuple[str, int, int]]:
+    """``(method, steps, nfe)`` for every method and budget it divides evenly.
+
+    Example:
+        >>> solver_grid((1, 4), ("euler", "rk4"))
+        [('euler', 1, 1), ('euler', 4, 4), ('rk4', 1, 4)]
+    """
+    rows = []
+    for method in methods:
+        per_step = nfe_per_step(method)
+        rows += [(method, nfe // per_step, nfe) for nfe in budgets if nfe % per_step == 0]
+    return rows
+
+
+class ToySets(NamedTuple):
+    """What a 2D model is judged on (see :func:`toy_sets`)."""
+
+    x0: Tensor  #: source noise, shape (num, 2)
+    fresh: Tensor  #: fresh data, the reference the samples are compared with
+    other: Tensor  #: a second fresh data set, for the data-vs-data floor
+
+
+def toy_sets(data: str, source: str, num: int, seed: int) -> ToySets:
+    """``(x0, fresh, other)``: ``num`` source points, then two fresh sets of the toy ``data``
+    (the reference, and the second set of the data-vs-data floor), drawn in that order from
+    one CPU generator seeded with ``seed``.
+
+    Example:
+        >>> sets = toy_sets("moons", "gaussian", 4, seed=0)
+        >>> [tuple(t.shape) for t in sets]
+        [(4, 2), (4, 2), (4, 2)]
+    """
+    check_positive_int("num", num, minimum=2)
+    check_positive_int("seed", seed, minimum=0)
+    g = torch.Generator().manual_seed(seed)
+    x0 = sample_toy(source, num, generator=g)
+    fresh = sample_toy(data, num, generator=g)
+    other = sample_toy(data, num, generator=g)
+    return ToySets(x0, fresh, other)
+
+
+def data_floor(sets: ToySets) -> dict[str, float]:
+    """``{"w2", "mmd2"}`` between the two fresh sets of ``sets``: the data-vs-data floor.
+
+    It is what a perfect model would score against ``sets.fresh`` with that many samples;
+    every screen that shows a 2D model's W2 shows this beside it.
+
+    Example:
+        >>> floor = data_floor(toy_sets("moons", "gaussian", 500, seed=0))
+        >>> 0 < floor["w2"] < 0.5
+        True
+    """
+    return {"w2": wasserstein2(sets.other, sets.fresh), "mmd2": mmd2(sets.other, sets.fresh)}
+
+
+@dataclass
+class W2Report:
+    """Result of :func:`compare_to_data`.
+
+    Attributes:
+        w2: exact Wasserstein-2 distance between the samples and fresh data.
+        floor: the same distance between two fresh data sets of the same size
+            (:func:`data_floor`): what a perfect model would reach at this sample size.
+        num_samples: the sample size of each set.
+    """
+
+    w2: float
+    floor: float
+    num_samples: int
+
+
+def compare_to_data(
+    samples: Tensor, data: str, *, source: str = "gaussian", seed: int = 0
+) -> W2Report:
+    """Exact W2 from 2D ``samples`` to fresh points of the toy ``data``, beside the floor.
+
+    The fresh sets are those of :func:`toy_sets` with ``len(samples)`` points, ``source``
+    and ``seed``, so the floor is the one ``ecnf eval`` and the model cards report for the
+    same seed and size.
+
+    Example:
+        >>> real = sample_toy("moons", 300, generator=torch.Generator().manual_seed(5))
+        >>> r = compare_to_data(real, "moons", seed=1)
+        >>> r.num_samples, r.w2 < 0.5 and r.floor < 0.5
+        (300, True)
+    """
+    if samples.ndim != 2 or samples.shape[1] != 2:
+        raise ValueError(f"samples must have shape (N, 2), got {tuple(samples.shape)}")
+    sets = toy_sets(data, source, samples.shape[0], seed)
+    samples = samples.detach().float().cpu()
+    return W2Report(wasserstein2(samples, sets.fresh), data_floor(sets)["w2"], len(samples))
+
+
+@torch.no_grad()
+def evaluate_2d(
+    path: str | Path,
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    budgets=BUDGETS,
+    rows: list[tuple[str, int, int]] | None = None,
+    adaptive: bool = True,
+) -> dict:
+    """Measure a 2D checkpoint: exact W2 and MMD² to fresh data at each solver and NFE.
+
+    The source samples, the fresh target samples and a second fresh set (for the
+    data-vs-data floor) all come from one generator seeded with ``seed``.
+
+    Returns:
+        ``{"path", "num_samples", "seed", "floor": {"w2", "mmd2"}, "rows": [...]}`` where each
+        row has ``method``, ``steps``, ``nfe``, ``w2``, ``mmd2`` and ``seconds``.
+    """
+    info = checkpoint_info(path)
+    meta = info["metadata"]
+    data, source = meta["dataset"], meta.get("source", "gaussian")
+    if data not in TOY_DATASETS:
+        raise ValueError(f"{path} was trained on {data!r}, not a 2D data set")
+    model = load(path, device="cpu")
+    sets = toy_sets(data, source, num_samples, seed)
+    x0, fresh = sets.x0, sets.fresh
+    results = []
+    for method, steps, _ in rows if rows is not None else solver_grid(budgets):
+        start = time.perf_counter()
+        sol = integrate(model, x0, method=method, steps=steps)
+        seconds = time.perf_counter() - start
+        results.append(
+            {
+                "method": method,
+                "steps": steps,
+                "nfe": sol.nfe,
+                "w2": wasserstein2(sol.x, fresh),
+                "mmd2": mmd2(sol.x, fresh),
+                "seconds": seconds,
+            }
+        )
+    if adaptive:
+        method, tol = ADAPTIVE
+        start = time.perf_counter()
+        sol = integrate(model, x0, **solver_options(method, rtol=tol, atol=tol))
+        seconds = time.perf_counter() - start
+        results.append(
+            {
+                "method": f"{method} (rtol=atol={tol:g})",
+                "steps": None,
+                "nfe": sol.nfe,
+                "w2": wasserstein2(sol.x, fresh),
+                "mmd2": mmd2(sol.x, fresh),
+                "seconds": seconds,
+            }
+        )
+    return {
+        "path": str(path),
+        "data": data,
+        "source": source,
+        "num_samples": num_samples,
+        "seed": seed,
+        "floor": data_floor(sets),
+        "rows": results,
+    }
+
+
+#: Solver rows measured for image checkpoints: every fixed-step solver at NFE 1, 2, 4, 10, 20.
+IMAGE_ROWS = solver_grid()
+
+
+def image_feature_net(dataset: str, inception_weights: str | Path | None = None):
+    """The feature network for image metrics: Inception-v3 given its weights file, otherwise
+    the classifier shipped for ``dataset`` (metrics then named FD-FMNIST, FD-DIGITS...)."""
+    from .metrics import CLASSIFIER_DATASETS, ClassifierFeatures, InceptionFeatures
+    from .metrics.classifier import shipped_classifier_path
+
+    if inception_weights is not None:
+        return InceptionFeatures(inception_weights, download=False)
+    if dataset in CLASSIFIER_DATASETS:
+        return ClassifierFeatures(shipped_classifier_path(dataset))
+    raise ValueError(
+        f"no offline feature network for {dataset!r}: pass an Inception-v3 weights file "
+        "(--inception-weights PATH) to compute FID"
+    )
+
+
+@torch.no_grad()
+def evaluate_image_checkpoint(
+    path: str | Path,
+    *,
+    num_samples: int = 1000,
+    seed: int = 0,
+    rows: list[tuple[str, int, int]] | None = None,
+    adaptive: bool = True,
+    feature_net=None,
+    data_root: str | Path | None = None,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Image metrics of a checkpoint's samples against real test images, per solver and NFE.
+
+    The noise comes from a generator seeded with ``seed``; the real images are a seeded
+    subset of the test split, and the floor compares them with training images.
+    """
+    from .metrics import evaluate_images, metric_names, reference_statistics
+
+    info = checkpoint_info(path)
+    data = info["metadata"]["dataset"]
+    net = feature_net or image_feature_net(data)
+    model = load(path, device=device)
+    shape = tuple(model.config.data_shape)
+    test = load_images(data, root=data_root, train=False)
+    train = load_images(data, root=data_root, train=True)
+    num_samples = min(num_samples, len(test))  # as many samples as real test images
+    g = torch.Generator().manual_seed(seed)
+    reference = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
+    noise = torch.randn((num_samples, *shape), generator=g)
+
+    def sample(**kw) -> tuple[Tensor, int, float]:
+        start, nfe, out = time.perf_counter(), 0, []
+        for chunk in noise.split(batch_size):
+            sol = integrate(model, chunk.to(device), **kw)
+            out.append(sol.x.cpu())
+            nfe = max(nfe, sol.nfe)
+        return torch.cat(out), nfe, time.perf_counter() - start
+
+    results = []
+    plan = [(m, s, solver_options(m, steps=s)) for m, s, _ in (rows or IMAGE_ROWS)]
+    if adaptive:
+        method, tol = ADAPTIVE
+        plan.append(
+            (f"{method} (rtol=atol={tol:g})", None, solver_options(method, rtol=tol, atol=tol))
+        )
+    for label, steps, kw in plan:
+        x, nfe, seconds = sample(**kw)
+        scores = evaluate_images(x, reference, net)
+        results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
+    floor = reference_statistics(test, train, net, sizes=(num_samples,), seed=seed)[0]
+    device = torch.device(device)
+    return {
+        "path": str(path),
+        "sampler_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
+        "data": data,
+        "num_samples": num_samples,
+        "seed": seed,
+        "feature_net": net.name,
+        "metrics": metric_names(net),
+        "floor": floor,
+        "rows": results,
+    }
