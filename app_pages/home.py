@@ -16,7 +16,9 @@ from studio import PAGES, enlarged, file_stamp, list_checkpoints, load_model, mo
 
 GALLERY_TARGETS = ("moons", "8gaussians", "checkerboard", "2spirals", "swissroll")
 GALLERY_POINTS, GALLERY_STEPS = 1000, 10
-IMAGE_STEPS = 5  # RK4, 20 evaluations: a few seconds for a 28 x 28 UNet on a CPU
+# RK4 with 5 steps (20 evaluations) of 8 images: about 1.5 s for a 28 x 28 UNet
+# on two CPU cores, half of what 16 images took (benchmarks/RESULTS.md, section 5)
+IMAGE_STEPS, IMAGE_COUNT = 5, 8
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -43,12 +45,12 @@ def gallery_samples(path: str, stamp: int) -> tuple[np.ndarray, int]:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def image_samples(path: str, stamp: int) -> tuple[np.ndarray, int]:
-    """16 samples of an image checkpoint, RK4 with IMAGE_STEPS steps, tiled into one grid."""
+    """IMAGE_COUNT samples of an image checkpoint, RK4 with IMAGE_STEPS steps, 4 to a row."""
     model = load_model(path, stamp)
     shape = tuple(model.config.data_shape)
-    x0 = torch.randn((16, *shape), generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn((IMAGE_COUNT, *shape), generator=torch.Generator().manual_seed(0))
     sol = integrate(model, x0.to(model_device(model)), method="rk4", steps=IMAGE_STEPS)
-    return image_grid(sol.x.cpu(), nrow=8), sol.nfe
+    return image_grid(sol.x.cpu(), nrow=4), sol.nfe
 
 
 def lines(a: np.ndarray, b: np.ndarray) -> tuple[list, list]:
@@ -190,7 +192,7 @@ if shipped_images:
         except (ValueError, OSError) as error:
             column.warning(f"`{name}` could not be sampled: {error}")
         else:
-            column.image(enlarged(grid, 480), caption=f"{name}: 16 samples, RK4, NFE = {nfe}")
+            column.image(enlarged(grid, 480), caption=f"{name}: {IMAGE_COUNT} samples, RK4, NFE = {nfe}")
 else:
     st.caption("No image checkpoint is shipped yet; the Image trajectories page can train one.")
 
