@@ -192,7 +192,9 @@ if shipped_images:
         except (ValueError, OSError) as error:
             column.warning(f"`{name}` could not be sampled: {error}")
         else:
-            column.image(enlarged(grid, 480), caption=f"{name}: {IMAGE_COUNT} samples, RK4, NFE = {nfe}")
+            column.image(
+                enlarged(grid, 480), caption=f"{name}: {IMAGE_COUNT} samples, RK4, NFE = {nfe}"
+            )
 else:
     st.caption("No image checkpoint is shipped yet; the Image trajectories page can train one.")
 
