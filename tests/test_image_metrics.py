@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from tolerances import IMAGE_METRIC_REL
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
@@ -334,6 +335,7 @@ def test_shipped_classifier_matches_its_card(dataset):
     assert {"FID", "IS", "KID"}.isdisjoint(measured)
     for key, value in expected.items():
         if isinstance(value, float):
-            assert measured[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+            # classifier features on another CPU: tests/tolerances.py
+            assert measured[key] == pytest.approx(value, rel=IMAGE_METRIC_REL, abs=1e-6), key
         else:
             assert measured[key] == value, key
