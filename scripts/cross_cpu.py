@@ -156,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("_draw")  # one setting's numbers, run in a child process
     w.add_argument("out")
     w.add_argument("--images", action="store_true")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # pytest's own options pass through
     if args.command == "test":
-        return run_tests(args.pytest_args)
+        return run_tests([*extra, *args.pytest_args])
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "drift":
         return measure_drift(args.images)
     _draw(args.out, args.images)
