@@ -58,7 +58,7 @@ MAX_STEPS = 100  # solver steps
 MAX_POINTS = 2000  # 2D samples
 MAX_IMAGES = 64
 MAX_IMAGE_EVALS = 6400  # images x velocity evaluations of one request
-MAX_TRAIN_STEPS = 2000
+MAX_ITERATIONS = 2000
 MAX_SEED = 2**31 - 1
 W2_POINTS = 1000  # exact W2 is cubic in the sample size: measured on at most this many
 FRAMES = 25  # streamed updates per request
@@ -234,17 +234,17 @@ def _sample_images(path: str, solver: str, steps: int, count: int, seed: int) ->
 
 
 @shown_errors
-def train_2d(target: str, loss: str, steps, seed) -> Iterator[tuple]:
+def train_2d(target: str, loss: str, iterations, seed) -> Iterator[tuple]:
     """Train a small MLP from a Gaussian to ``target``; stream the loss and EMA previews."""
     target = one_of("target", target, TOY_DATASETS)
     loss = one_of("loss", loss, LOSSES)
-    steps = whole("training steps", steps, 10, MAX_TRAIN_STEPS)
+    iterations = whole("training iterations", iterations, 10, MAX_ITERATIONS)
     seed = whole("seed", seed, 0, MAX_SEED)
-    yield from _train_2d(target, loss, steps, seed)
+    yield from _train_2d(target, loss, iterations, seed)
 
 
 @gpu(duration=120)
-def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
+def _train_2d(target: str, loss: str, iterations: int, seed: int) -> Iterator[tuple]:
     reference = sample_toy(target, W2_POINTS, generator=torch.Generator().manual_seed(seed))
     preview_method, preview_steps = PREVIEW_SOLVER
     preview = f"{preview_method}, {preview_steps} steps"
@@ -255,21 +255,21 @@ def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
             source="gaussian",
             model=MLPConfig(data_shape=(2,), width=128, depth=3),
             loss=LossConfig(loss),
-            steps=steps,
+            iterations=iterations,
             batch_size=256,
             lr=2e-3,
             lr_schedule="cosine",
             seed=seed,
             out_dir=out_dir,
-            checkpoint_every=steps,
-            log_every=max(steps // 50, 5),
-            sample_every=max(steps // 10, 10),
+            checkpoint_every=iterations,
+            log_every=max(iterations // 50, 5),
+            sample_every=max(iterations // 10, 10),
             num_preview=W2_POINTS,
         )
         for event in fit_stream(config, command="gradio demo: Train 2D"):
             if event.kind == "log":
                 rows.append({"step": event.step, "loss": event.record["loss"]})
-                text = f"step {event.step}/{steps}, loss {event.record['loss']:.4f}"
+                text = f"step {event.step}/{iterations}, loss {event.record['loss']:.4f}"
                 yield pd.DataFrame(rows), gr.skip(), text
             elif event.kind == "preview":
                 title = f"EMA samples at step {event.step} ({preview})"
@@ -282,7 +282,7 @@ def _train_2d(target: str, loss: str, steps: int, seed: int) -> Iterator[tuple]:
     report = compare_to_data(sol.x.cpu(), target, seed=seed)
     title = f"trained: W2 {report.w2:.3f} (data floor {report.floor:.3f})"
     info = (
-        f"**Trained** {result.step} steps of {loss} in {result.wall_time_s:.1f} s; final loss "
+        f"**Trained** {result.step} iterations of {loss} in {result.wall_time_s:.1f} s; final loss "
         f"{rows[-1]['loss']:.4f}.  \n**Sampled** with {preview} (NFE {sol.nfe}).  \n"
         f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh {target} data; "
         f"data floor (fresh data against fresh data) {report.floor:.4f}"
@@ -381,7 +381,7 @@ def build_demo() -> gr.Blocks:
                 target = gr.Dropdown(list(TOY_DATASETS), value="moons", label="Target (t = 1)")
                 loss = gr.Dropdown(list(LOSSES), value="otcfm", label="Loss")
                 steps = gr.Slider(
-                    10, MAX_TRAIN_STEPS, value=500, step=10, precision=0, label="Training steps"
+                    10, MAX_ITERATIONS, value=500, step=10, precision=0, label="Training iterations"
                 )
                 seed = _seed()
                 gr.Markdown("A Gaussian source, an MLP of width 128 and depth 3, batch 256.")

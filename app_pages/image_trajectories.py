@@ -100,7 +100,7 @@ def train_tiny_digits() -> None:
         model=UNetConfig(
             data_shape=(1, 8, 8), channels=32, channel_mult=(1, 2), attention_levels=()
         ),
-        steps=TINY_DIGITS_STEPS,
+        iterations=TINY_DIGITS_STEPS,
         batch_size=128,
         lr=2e-3,
         lr_schedule="cosine",
@@ -110,7 +110,7 @@ def train_tiny_digits() -> None:
     )
     bar = st.progress(0.0, text="loading the digits...")
     try:
-        result = fit(config, [Progress(bar, config.steps)], overwrite=True, command="studio")
+        result = fit(config, [Progress(bar, config.iterations)], overwrite=True, command="studio")
     except (TrainingDiverged, ValueError, FileNotFoundError) as error:
         show_error(error, "try again; if it keeps failing, train from the command line.")
         return

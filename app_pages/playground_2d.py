@@ -144,7 +144,7 @@ def train_controls() -> TrainConfig | None:
         width = c2.select_slider("Width", [32, 64, 128, 256], value=128, key="p2_width")
         depth = c2.slider("Depth (hidden layers or residual blocks)", 1, 6, 3, key="p2_depth")
         activation = c2.selectbox("Activation", ACTIVATIONS, key="p2_activation")
-        steps = c3.slider("Training steps", 20, 3000, 600, step=20, key="p2_train_steps")
+        steps = c3.slider("Training iterations", 20, 3000, 600, step=20, key="p2_train_steps")
         lr = c3.select_slider(
             "Learning rate",
             [1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2],
@@ -169,7 +169,7 @@ def train_controls() -> TrainConfig | None:
             source=source,
             model=model,
             loss=LossConfig(loss),
-            steps=steps,
+            iterations=steps,
             batch_size=batch,
             lr=lr,
             lr_schedule="cosine",
@@ -184,7 +184,7 @@ def train_controls() -> TrainConfig | None:
 
 def train(config: TrainConfig) -> None:
     chart, progress = st.empty(), st.progress(0.0, text="starting...")
-    live = LiveLoss(chart, progress, config.steps)
+    live = LiveLoss(chart, progress, config.iterations)
     try:
         result = fit(config, [live], overwrite=True, command="studio: 2D playground")
     except TrainingDiverged as error:
@@ -202,7 +202,7 @@ def train(config: TrainConfig) -> None:
         "seconds": result.wall_time_s,
         "label": f"{config.source} → {config.data}, {config.loss.name}, "
         f"{config.model.arch} {config.model.width} x {depth_of(config.model)}, "
-        f"{config.steps} steps (this session)",
+        f"{config.iterations} iterations (this session)",
     }
 
 

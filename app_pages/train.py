@@ -95,7 +95,11 @@ def config_controls() -> tuple[TrainConfig, str] | None:
     model = model_controls(shape)
     st.subheader("Optimisation", help="Defaults are the seed paper's: AdamW, EMA 0.999.")
     c1, c2, c3, c4 = st.columns(4)
-    steps = int(c1.number_input("Steps", 10, 200_000, 2000, step=100, key="tr_steps"))
+    iterations = int(
+        c1.number_input(
+            "Iterations", 10, 200_000, 2000, step=100, key="tr_steps", help="optimisation steps"
+        )
+    )
     batch = c1.select_slider(
         "Batch size",
         [32, 64, 128, 256, 512, 1024],
@@ -112,7 +116,7 @@ def config_controls() -> tuple[TrainConfig, str] | None:
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed"))
     preview_every = int(
         c4.number_input(
-            "Preview every (steps, 0 = never)", 0, 100_000, 200, step=50, key="tr_preview"
+            "Preview every (iterations, 0 = never)", 0, 100_000, 200, step=50, key="tr_preview"
         )
     )
     try:
@@ -121,15 +125,15 @@ def config_controls() -> tuple[TrainConfig, str] | None:
             source=source,
             model=model,
             loss=LossConfig(loss),
-            steps=steps,
+            iterations=iterations,
             batch_size=batch,
             lr=float(lr),
             weight_decay=float(weight_decay),
             ema_decay=float(ema),
             lr_schedule=schedule,
             seed=seed,
-            log_every=max(1, min(25, steps // 40)),
-            checkpoint_every=steps,
+            log_every=max(1, min(25, iterations // 40)),
+            checkpoint_every=iterations,
             sample_every=preview_every,
             num_preview=500 if len(shape) == 1 else 16,
             out_dir=str(session_workdir() / "train" / f"{data}_{loss}_{model.arch}_{seed}"),
@@ -174,7 +178,7 @@ def show_run() -> None:
         st.info("Choose the options and press **Start**.")
         return
     records, preview = run.recorder.snapshot()
-    total = run.config.steps
+    total = run.config.iterations
     step = records[-1]["step"] if records else run.recorder.start_step
     if run.running:
         st.progress(min(step / total, 1.0), text=f"`{run.label}`: step {step}/{total}")

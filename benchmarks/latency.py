@@ -61,7 +61,7 @@ def _train_2d(quick: bool) -> dict:
             source="gaussian",
             model=MLPConfig(data_shape=(2,), width=128, depth=3),
             loss=LossConfig("otcfm"),
-            steps=steps,
+            iterations=steps,
             batch_size=256,
             lr=2e-3,
             lr_schedule="cosine",

@@ -60,7 +60,7 @@ def _train_torchcfm(config: TrainConfig, loss: str) -> torch.nn.Module:
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / config.steps))
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / config.iterations))
     )
     matcher = (
         ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
@@ -68,7 +68,7 @@ def _train_torchcfm(config: TrainConfig, loss: str) -> torch.nn.Module:
         else ConditionalFlowMatcher(sigma=0.0)
     )
     g = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.steps):
+    for _ in range(config.iterations):
         x1 = sample_toy(config.data, config.batch_size, generator=g)
         x0 = sample_toy(config.source, config.batch_size, generator=g)
         t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x1)
@@ -103,7 +103,7 @@ def run(quick: bool = False) -> dict:
         "data": "moons",
         "source": "gaussian",
         "model": model,
-        "steps": b["steps"],
+        "iterations": b["steps"],
         "batch_size": b["batch"],
         "lr": 2e-3,
         "lr_schedule": "cosine",

@@ -213,7 +213,7 @@ class Run:
     # ---- one step
 
     def set_learning_rate(self) -> None:
-        if self.config.warmup_steps or self.config.lr_schedule != "constant":
+        if self.config.warmup_iterations or self.config.lr_schedule != "constant":
             lr = learning_rate(self.config, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -6,8 +6,10 @@ EMA of decay 0.999; those are the defaults here (the batch drops to 256 on a CPU
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ._checks import check_choice, check_positive_int
@@ -40,11 +42,12 @@ def default_model_config(shape: tuple[int, ...]) -> ModelConfig:
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The learning rate used for optimisation step ``step`` (0-based)."""
     scale = 1.0
-    if config.warmup_steps:
-        scale = min(1.0, (step + 1) / config.warmup_steps)
-    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
-        span = max(config.steps - config.warmup_steps, 1)
-        scale *= 0.5 * (1.0 + math.cos(math.pi * (step - config.warmup_steps) / span))
+    warmup = config.warmup_iterations
+    if warmup:
+        scale = min(1.0, (step + 1) / warmup)
+    if config.lr_schedule == "cosine" and step >= warmup:
+        span = max(config.iterations - warmup, 1)
+        scale *= 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / span))
     return config.lr * scale
 
 
@@ -70,7 +73,7 @@ class TrainConfig:
         source: source distribution for 2D data (a toy name); images use Gaussian noise.
         model: network configuration; a default for the data's shape when ``None``.
         loss: objective (see :class:`ecnf.losses.LossConfig`).
-        steps: total optimisation steps.
+        iterations: total optimisation steps (the word ``steps`` is kept for solver steps).
         batch_size: global batch; 512 on a GPU and 256 on a CPU when ``None``.
         lr, weight_decay, betas: AdamW settings (seed paper: 2e-4, 1e-4).
         ema_decay: EMA decay (seed paper eq. 10: 0.999).
@@ -78,13 +81,15 @@ class TrainConfig:
             of a short run is not dominated by the random initialisation (with 0.999 fixed,
             the initial weights still hold 74% of the average after 300 steps).
         grad_clip: maximum gradient norm (``None`` disables clipping).
-        warmup_steps: linear learning-rate warmup.
-        lr_schedule: ``constant`` after warmup, or ``cosine`` decay to zero at ``steps``.
+        warmup_iterations: optimisation steps of linear learning-rate warmup.
+        lr_schedule: ``constant`` after warmup, or ``cosine`` decay to zero at
+            ``iterations``.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``,
             ``fp16``.
         seed: seeds data order, noise, times and initialisation.
         out_dir: where checkpoints and logs go.
-        checkpoint_every, log_every, sample_every: intervals in steps (0 disables previews).
+        checkpoint_every, log_every, sample_every: intervals in optimisation steps (0
+            disables previews).
         num_preview: samples drawn for each preview.
         data_root: folder holding image data sets; ``download`` fetches them when online.
         flip: random horizontal flips of images.
@@ -109,7 +114,7 @@ class TrainConfig:
     source: str = "gaussian"
     model: ModelConfig | None = None
     loss: LossConfig = field(default_factory=LossConfig)
-    steps: int = 2000
+    iterations: int = 2000
     batch_size: int | None = None
     lr: float = 2e-4
     weight_decay: float = 1e-4
@@ -117,7 +122,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True
     grad_clip: float | None = 1.0
-    warmup_steps: int = 0
+    warmup_iterations: int = 0
     lr_schedule: str = "constant"
     precision: str = "auto"
     seed: int = 0
@@ -145,12 +150,12 @@ class TrainConfig:
         if isinstance(self.model, dict):
             self.model = config_from_dict(self.model)
         self.betas = tuple(self.betas)
-        check_positive_int("steps", self.steps)
+        check_positive_int("iterations", self.iterations)
         if self.batch_size is not None:
             check_positive_int("batch_size", self.batch_size)
         for name in ("checkpoint_every", "log_every", "num_preview", "teacher_steps"):
             check_positive_int(name, getattr(self, name))
-        for name in ("sample_every", "warmup_steps", "seed", "ot_workers"):
+        for name in ("sample_every", "warmup_iterations", "seed", "ot_workers"):
             check_positive_int(name, getattr(self, name), minimum=0)
         for name in ("lr", "max_loss"):
             if not getattr(self, name) > 0:
@@ -177,6 +182,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; reads the old key names of stored configs too."""
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -184,4 +191,50 @@ class TrainConfig:
         return cls(**d)
 
     def replace(self, **changes) -> TrainConfig:
+        for old, new in RENAMED.items():
+            if old in changes:
+                warnings.warn(
+                    f"replace({old}=...) is now replace({new}=...)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                changes[new] = changes.pop(old)
         return replace(self, **changes)
+
+
+# Old field names, read from stored configs and accepted (with a DeprecationWarning) as
+# keywords, so that ``steps`` only ever means solver steps.
+RENAMED = {"steps": "iterations", "warmup_steps": "warmup_iterations"}
+
+
+def _accept_old_names(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for old, new in RENAMED.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"TrainConfig got both {old!r} and {new!r}")
+                warnings.warn(
+                    f"TrainConfig({old}=...) is now TrainConfig({new}=...)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs[new] = kwargs.pop(old)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _old_name(old: str, new: str) -> property:
+    def get(self):
+        warnings.warn(
+            f"TrainConfig.{old} is now TrainConfig.{new}", DeprecationWarning, stacklevel=2
+        )
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated: :attr:`{new}`.")
+
+
+TrainConfig.__init__ = _accept_old_names(TrainConfig.__init__)
+for _old, _new in RENAMED.items():
+    setattr(TrainConfig, _old, _old_name(_old, _new))

@@ -156,7 +156,7 @@ def fit_stream(config: TrainConfig, *, command: str | None = None) -> Iterator[T
         >>> from ecnf.nets import MLPConfig
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     config = TrainConfig(data="moons", model=MLPConfig(width=16, depth=1),
-        ...                          steps=4, batch_size=32, log_every=2, out_dir=tmp)
+        ...                          iterations=4, batch_size=32, log_every=2, out_dir=tmp)
         ...     events = list(fit_stream(config))
         >>> [(e.kind, e.step) for e in events]
         [('log', 2), ('log', 4), ('done', 4)]

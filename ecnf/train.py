@@ -165,7 +165,7 @@ class _Meter:
             "steps_per_s": rate,
             "samples_per_s": rate * run.batch,
             "elapsed_s": run.elapsed(),
-            "eta_s": (run.config.steps - run.step) / max(rate, 1e-9),
+            "eta_s": (run.config.iterations - run.step) / max(rate, 1e-9),
         }
 
     def reset(self, step: int) -> None:
@@ -198,7 +198,7 @@ def fit(
         config: the run's :class:`~ecnf.config.TrainConfig`.
         callbacks: progress, previews and stop requests (see :class:`~ecnf.callbacks.Callback`).
         resume: ``True`` continues the checkpoint in ``config.out_dir``; a path continues
-            that checkpoint. ``config.steps`` may be raised to train longer.
+            that checkpoint. ``config.iterations`` may be raised to train longer.
         overwrite: allow a fresh run to replace a checkpoint already in ``out_dir``.
         command: the command line that started the run, recorded in the checkpoint.
 
@@ -219,7 +219,7 @@ def fit(
     if run.main:
         Path(config.out_dir).mkdir(parents=True, exist_ok=True)
         for cb in callbacks:
-            cb.on_start(run.step, config.steps)
+            cb.on_start(run.step, config.iterations)
 
     # ---- train
     reason, saved_path = "completed", None
@@ -228,13 +228,13 @@ def fit(
     run.model.train()
     with _stop_requests() as interrupted:
         try:
-            while run.step < config.steps:
+            while run.step < config.iterations:
                 run.set_learning_rate()
                 x0, x1 = run.next_pair()
                 meter.add(*run.optimise(x0, x1))
                 step = run.step
 
-                is_log = step % config.log_every == 0 or step == config.steps
+                is_log = step % config.log_every == 0 or step == config.iterations
                 is_ckpt = step % config.checkpoint_every == 0
                 if is_log or is_ckpt:  # the check a GPU skips in each step
                     mean_loss = meter.mean_loss(step)
@@ -253,9 +253,9 @@ def fit(
                     samples = run.preview()
                     for cb in callbacks:
                         cb.on_preview(step, samples)
-                if is_ckpt and step < config.steps:
+                if is_ckpt and step < config.iterations:
                     saved_path = run.save("running", callbacks)
-                if _should_stop(run, interrupted, callbacks) and step < config.steps:
+                if _should_stop(run, interrupted, callbacks) and step < config.iterations:
                     reason = "interrupted" if interrupted.is_set() else "stopped"
                     break
         except KeyboardInterrupt:

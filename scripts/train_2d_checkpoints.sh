@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-COMMON=(--source gaussian --steps 3000 --batch-size 256 --lr 2e-3 --lr-schedule cosine
+COMMON=(--source gaussian --iterations 3000 --batch-size 256 --lr 2e-3 --lr-schedule cosine
         --checkpoint-every 500 --device cpu --quiet)
 
 train() {  # name, extra training arguments...

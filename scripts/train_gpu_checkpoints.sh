@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 RUNS=${RUNS:-runs/gpu}
-EXTRA=${EXTRA:-}  # appended to every training command (e.g. "--steps 3 --device cpu" to try it)
+EXTRA=${EXTRA:-}  # appended to every training command (e.g. "--iterations 3 --device cpu" to try it)
 STAGE=${1:-first}
 SECONDS_BUDGET=${2:-450}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -43,14 +43,14 @@ UNET=(--data fashion_mnist --model unet --channels 32 --channel-mult 1,2,2 --att
 # The seed paper's velocity MLP (linear time embedding, adaptive activations) on flattened
 # 28x28 images, with its optimiser defaults: AdamW lr 2e-4, weight decay 1e-4, EMA 0.999.
 MLP=(--data fashion_mnist --model mlp --width 512 --depth 3 --activation adaptive
-     --time-embedding linear --loss fm --steps 15000 --batch-size 256 --lr 2e-4
+     --time-embedding linear --loss fm --iterations 15000 --batch-size 256 --lr 2e-4
      --weight-decay 1e-4 --ema-decay 0.999 --checkpoint-every 5000 --log-every 100)
 
 case $STAGE in
 first)
-    train fmnist_unet_fm "$SECONDS_BUDGET" "${UNET[@]}" --loss fm --steps 200000 &
+    train fmnist_unet_fm "$SECONDS_BUDGET" "${UNET[@]}" --loss fm --iterations 200000 &
     train fmnist_unet_consistency "$SECONDS_BUDGET" "${UNET[@]}" --loss consistency \
-        --coupling ot --fm-weight 1 --dt 0.01 --alpha 1 --steps 200000 &
+        --coupling ot --fm-weight 1 --dt 0.01 --alpha 1 --iterations 200000 &
     # The ablations all at once, each with the same step budget.
     ab() { train "ablation_$1" "$SECONDS_BUDGET" "${MLP[@]}" "${@:2}"; }
     ab baseline &
@@ -69,7 +69,7 @@ reflow)
     teacher=${TEACHER:-checkpoints/images/fmnist_unet_fm.safetensors}
     train fmnist_unet_reflow "$SECONDS_BUDGET" "${UNET[@]}" --loss reflow --teacher "$teacher" \
         --teacher-solver midpoint --teacher-steps 5 --init "$teacher" --lr 2e-4 --warmup 0 \
-        --steps 200000
+        --iterations 200000
     ;;
 *)
     echo "unknown stage $STAGE (first or reflow)" >&2

@@ -18,7 +18,7 @@ train() {  # name, training arguments...
 }
 
 # sklearn's 8x8 digits: a small UNet.
-train digits_unet_fm --data digits --model unet --loss fm --steps 4000 --batch-size 128 \
+train digits_unet_fm --data digits --model unet --loss fm --iterations 4000 --batch-size 128 \
     --lr 1e-3 --warmup 200 --lr-schedule cosine --checkpoint-every 500 --log-every 50 \
     --sample-every 1000 --device cpu
 
@@ -27,6 +27,6 @@ train digits_unet_fm --data digits --model unet --loss fm --steps 4000 --batch-s
 # On a CPU alone, this trains a smaller UNet in about two hours on one thread:
 if [ "${FMNIST_ON_CPU:-0}" = 1 ]; then
     train fmnist_unet_fm_cpu --data fashion_mnist --model unet --channels 24 --attention "" \
-        --loss fm --steps 6000 --batch-size 64 --lr 5e-4 --warmup 200 --checkpoint-every 250 \
+        --loss fm --iterations 6000 --batch-size 64 --lr 5e-4 --warmup 200 --checkpoint-every 250 \
         --log-every 50 --sample-every 1000 --device cpu
 fi

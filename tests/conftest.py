@@ -26,7 +26,7 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
             data="moons",
             model=MLPConfig(width=32, depth=2),
             loss=LossConfig(loss),
-            steps=20,
+            iterations=20,
             batch_size=64,
             lr=2e-3,
         )
@@ -39,7 +39,7 @@ def tiny_checkpoints(tmp_path_factory) -> Path:
         mid_attention=False,
         num_heads=1,
     )
-    ckpt = train_tiny(runs / "digits", data="digits", model=unet, steps=4, batch_size=32)
+    ckpt = train_tiny(runs / "digits", data="digits", model=unet, iterations=4, batch_size=32)
     shutil.copy(ckpt, root / "images" / "tiny_digits.safetensors")
     # the seed-paper ablations are small MLPs: the shipped ones, with their cards
     shutil.copytree(

@@ -21,7 +21,7 @@ def main(out: Path, loss: str) -> None:
         data="moons",
         loss=LossConfig(loss),
         model=MLPConfig(data_shape=(2,), width=16, depth=2),
-        steps=6,
+        iterations=6,
         batch_size=32,
         log_every=2,
         checkpoint_every=3,

@@ -175,7 +175,7 @@ def home_action(page: Page) -> None:
 
 def playground_action(page: Page) -> None:
     choose(page, "Train your own")
-    slide_to_start(page, "Training steps")  # 20 steps
+    slide_to_start(page, "Training iterations")  # 20 iterations
     page.get_by_role("button", name="Train", exact=True).click()
 
 
@@ -186,8 +186,8 @@ def images_action(page: Page) -> None:
 def train_action(page: Page) -> None:
     for label in ("Width", "Depth (layers or residual blocks)", "Batch size"):
         slide_to_start(page, label)  # an MLP 32 x 1, batches of 32
-    type_number(page, "Steps", 20)
-    type_number(page, "Preview every (steps, 0 = never)", 10)
+    type_number(page, "Iterations", 20)
+    type_number(page, "Preview every (iterations, 0 = never)", 10)
     page.get_by_role("button", name="Start", exact=True).click()
 
 

@@ -17,7 +17,7 @@ TRAIN = [
     "32",
     "--depth",
     "2",
-    "--steps",
+    "--iterations",
     "30",
     "--batch-size",
     "64",
@@ -120,8 +120,8 @@ def test_export_is_small_and_samples_the_same(ckpt, tmp_path):
 
 def test_resume_from_cli(tmp_path):
     out = tmp_path / "r"
-    assert main([*TRAIN, "--steps", "10", "--out", str(out)]) == 0
-    assert main([*TRAIN, "--steps", "14", "--out", str(out), "--resume"]) == 0
+    assert main([*TRAIN, "--iterations", "10", "--out", str(out)]) == 0
+    assert main([*TRAIN, "--iters", "14", "--out", str(out), "--resume"]) == 0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 14
 
@@ -129,7 +129,7 @@ def test_resume_from_cli(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--steps", "0", "--out", "{tmp}/x"], "steps must be"),
+        (["train", "--iterations", "0", "--out", "{tmp}/x"], "iterations must be"),
         (["train", "--data", "mnist", "--out", "{tmp}/x"], "dataset"),
         (["train", "--model", "unet", "--width", "8", "--out", "{tmp}/x"], "--width"),
         (
@@ -174,6 +174,11 @@ def test_old_solver_flags_still_work_and_say_so(ckpt, tmp_path, capsys):
     args = build_parser().parse_args(["train", "--teacher-solver", "euler"])
     assert args.teacher_method == "euler"
     assert "--teacher-solver is deprecated" in capsys.readouterr().err
+    # optimisation steps are --iterations; the old --steps of `train` still works and says so
+    args = build_parser().parse_args(["train", "--steps", "7"])
+    assert args.iterations == 7
+    assert "--steps is deprecated; use --iterations" in capsys.readouterr().err
+    assert build_parser().parse_args(["train", "--iters", "9"]).iterations == 9
 
 
 @pytest.mark.parametrize(
@@ -199,7 +204,7 @@ def test_sample_starts_from_the_models_own_source(tmp_path, capsys):
     from ecnf.solvers import integrate
 
     out = tmp_path / "ring"
-    train = [*TRAIN, "--steps", "4", "--source", "8gaussians", "--out", str(out)]
+    train = [*TRAIN, "--iterations", "4", "--source", "8gaussians", "--out", str(out)]
     assert main(train) == 0
     ck = out / "checkpoint.safetensors"
     argv = ["sample", str(ck), "--method", "euler", "--steps", "3", "-n", "40", "--seed", "5"]
@@ -231,7 +236,7 @@ def test_eval_on_images_names_the_feature_net(tmp_path, capsys):
         "digits",
         "--channels",
         "8",
-        "--steps",
+        "--iterations",
         "3",
         "--batch-size",
         "16",
@@ -266,12 +271,12 @@ def test_train_defaults_are_the_configs_own():
     pairs = {
         "data": tc.data,
         "source": tc.source,
-        "steps": tc.steps,
+        "iterations": tc.iterations,
         "lr": tc.lr,
         "weight_decay": tc.weight_decay,
         "ema_decay": tc.ema_decay,
         "grad_clip": tc.grad_clip,
-        "warmup_steps": tc.warmup_steps,
+        "warmup_iterations": tc.warmup_iterations,
         "lr_schedule": tc.lr_schedule,
         "precision": tc.precision,
         "seed": tc.seed,
@@ -329,7 +334,7 @@ def test_train_options_reach_the_config_fields_they_name():
         "heun",
     ]
     config = configs_from_args(build_parser().parse_args(argv))
-    assert (config.data, config.warmup_steps, config.out_dir) == ("digits", 7, "runs/x")
+    assert (config.data, config.warmup_iterations, config.out_dir) == ("digits", 7, "runs/x")
     assert config.grad_clip is None and config.ema_warmup is False and config.flip is True
     assert (config.loss.name, config.loss.num_segments, config.loss.alpha) == (
         "consistency",

@@ -160,7 +160,7 @@ def test_train_2d_streams_the_loss_and_ends_with_w2(client):
     losses = [row[1] for row in curve["data"]]
     assert steps == list(range(5, 41, 5)) and all(math.isfinite(v) for v in losses)
     assert Image.open(preview).size == (400, 400)
-    assert info.startswith("**Trained** 40 steps of otcfm")
+    assert info.startswith("**Trained** 40 iterations of otcfm")
     assert "(NFE 40)" in info
     match = re.search(rf"\*\*W2 \(exact, 1000 points\):\*\* {NUMBER}.*floor.*? {NUMBER}", info)
     w2, floor = map(float, match.groups())
@@ -177,7 +177,7 @@ def test_bad_inputs_give_clear_errors(client):
     # the handlers' own checks, for callers that skip the components
     with pytest.raises(gr.Error, match=r"steps must be a whole number from 1 to 100, got 2\.5"):
         next(gradio_app.sample_2d("moons_otcfm", "rk4", 2.5, 100, 0))
-    with pytest.raises(gr.Error, match=r"training steps must be .* got 100000"):
+    with pytest.raises(gr.Error, match=r"training iterations must be .* got 100000"):
         next(gradio_app.train_2d("moons", "fm", 100_000, 0))
 
 

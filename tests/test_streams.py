@@ -43,7 +43,7 @@ def tiny_config(out_dir, **overrides) -> TrainConfig:
     config = {
         "data": "moons",
         "model": MLPConfig(width=16, depth=1),
-        "steps": 40,
+        "iterations": 40,
         "batch_size": 32,
         "log_every": 5,
         "sample_every": 20,
@@ -67,7 +67,7 @@ def test_fit_stream_reports_logs_previews_and_result(tmp_path):
 
 
 def test_closing_fit_stream_stops_the_run(tmp_path):
-    stream = fit_stream(tiny_config(tmp_path, steps=100_000, log_every=2))
+    stream = fit_stream(tiny_config(tmp_path, iterations=100_000, log_every=2))
     first = next(stream)
     assert first.kind == "log"
     stream.close()  # waits for the training thread, which stops at its next step

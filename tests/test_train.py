@@ -55,7 +55,7 @@ def tiny(tmp_path, **kw):
     base = {
         "data": "moons",
         "model": MLPConfig(data_shape=(2,), width=32, depth=2),
-        "steps": 20,
+        "iterations": 20,
         "batch_size": 64,
         "lr": 1e-3,
         "log_every": 2,
@@ -125,9 +125,9 @@ def test_resume_is_exact(tmp_path, case):
 
 
 def test_training_can_be_extended(tmp_path):
-    cfg = tiny(tmp_path, steps=10)
+    cfg = tiny(tmp_path, iterations=10)
     fit(cfg, command="first")
-    longer = fit(cfg.replace(steps=16), resume=True, command="second")
+    longer = fit(cfg.replace(iterations=16), resume=True, command="second")
     assert longer.step == 16
     meta = read_checkpoint(longer.checkpoint).metadata
     assert meta["steps"] == 16 and meta["status"] == "completed"
@@ -160,7 +160,7 @@ def test_exploding_loss_stops(tmp_path):
 
 
 def test_refuses_to_overwrite_and_resume_needs_checkpoint(tmp_path):
-    cfg = tiny(tmp_path, steps=2)
+    cfg = tiny(tmp_path, iterations=2)
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         fit(cfg, resume=True)
     fit(cfg)
@@ -171,7 +171,7 @@ def test_refuses_to_overwrite_and_resume_needs_checkpoint(tmp_path):
 
 def test_callbacks_logs_and_previews(tmp_path):
     rec = Recorder()
-    cfg = tiny(tmp_path, steps=6, sample_every=3, num_preview=10)
+    cfg = tiny(tmp_path, iterations=6, sample_every=3, num_preview=10)
     fit(cfg, [rec])
     kinds = [e[0] for e in rec.events]
     assert kinds[0] == "start" and kinds[-1] == "end" and rec.events[-1][2] == "completed"
@@ -187,10 +187,10 @@ def test_callbacks_logs_and_previews(tmp_path):
 
 
 def test_ema_of_a_short_run_tracks_the_model(tmp_path):
-    result = fit(tiny(tmp_path, steps=40, ema_decay=0.999))
+    result = fit(tiny(tmp_path, iterations=40, ema_decay=0.999))
     assert result.ema.num_updates == 40
     assert result.ema.current_decay() < 0.9  # the warm-up ramp is still short of 0.999
-    fixed = fit(tiny(tmp_path / "fixed", steps=40, ema_decay=0.999, ema_warmup=False))
+    fixed = fit(tiny(tmp_path / "fixed", iterations=40, ema_decay=0.999, ema_warmup=False))
 
     def gap(r):
         pairs = zip(r.model.parameters(), r.ema.model.parameters(), strict=True)
@@ -201,14 +201,14 @@ def test_ema_of_a_short_run_tracks_the_model(tmp_path):
 
 def test_warmup_schedule(tmp_path):
     rec = Recorder()
-    fit(tiny(tmp_path, steps=8, warmup_steps=8), [rec])
+    fit(tiny(tmp_path, iterations=8, warmup_iterations=8), [rec])
     lrs = [e[1]["lr"] for e in rec.events if e[0] == "log"]
     assert lrs == pytest.approx([1e-3 * s / 8 for s in (2, 4, 6, 8)])
 
 
 def test_cosine_schedule(tmp_path):
     rec = Recorder()
-    fit(tiny(tmp_path, steps=8, warmup_steps=2, lr_schedule="cosine", log_every=1), [rec])
+    fit(tiny(tmp_path, iterations=8, warmup_iterations=2, lr_schedule="cosine", log_every=1), [rec])
     lrs = [e[1]["lr"] for e in rec.events if e[0] == "log"]
     assert lrs[:2] == pytest.approx([5e-4, 1e-3])  # warm-up
     expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
@@ -218,7 +218,7 @@ def test_cosine_schedule(tmp_path):
 def test_otcfm_learns_moons(tmp_path):
     cfg = tiny(
         tmp_path,
-        steps=400,
+        iterations=400,
         batch_size=128,
         lr=3e-3,
         ema_decay=0.99,
@@ -235,10 +235,10 @@ def test_otcfm_learns_moons(tmp_path):
 
 
 def test_reflow_trains_on_teacher_pairs(tmp_path):
-    teacher = fit(tiny(tmp_path / "t", steps=4))
+    teacher = fit(tiny(tmp_path / "t", iterations=4))
     cfg = tiny(
         tmp_path / "r",
-        steps=4,
+        iterations=4,
         loss=LossConfig("reflow"),
         teacher=str(teacher.checkpoint),
         teacher_steps=2,
@@ -248,18 +248,18 @@ def test_reflow_trains_on_teacher_pairs(tmp_path):
 
 
 def test_init_starts_from_a_checkpoints_ema_weights(tmp_path):
-    teacher = fit(tiny(tmp_path / "t", steps=6))
+    teacher = fit(tiny(tmp_path / "t", iterations=6))
     # One step at a negligible learning rate leaves the weights where init put them.
-    student = fit(tiny(tmp_path / "s", steps=1, lr=1e-12, init=str(teacher.checkpoint)))
+    student = fit(tiny(tmp_path / "s", iterations=1, lr=1e-12, init=str(teacher.checkpoint)))
     for ours, theirs in zip(
         student.model.parameters(), teacher.ema.model.parameters(), strict=True
     ):
         torch.testing.assert_close(ours, theirs, atol=1e-8, rtol=0)
-    fresh = fit(tiny(tmp_path / "f", steps=1, lr=1e-12))
+    fresh = fit(tiny(tmp_path / "f", iterations=1, lr=1e-12))
     assert not torch.allclose(fresh.model.output.weight, student.model.output.weight)
     other = tiny(
         tmp_path / "o",
-        steps=1,
+        iterations=1,
         model=MLPConfig(data_shape=(2,), width=16, depth=2),
         init=str(teacher.checkpoint),
     )
@@ -275,7 +275,7 @@ def test_reflow_requires_teacher():
 @pytest.mark.parametrize(
     ("kw", "word"),
     [
-        ({"steps": 0}, "steps"),
+        ({"iterations": 0}, "iterations"),
         ({"lr": -1.0}, "lr"),
         ({"precision": "fp8"}, "precision"),
         ({"ema_decay": 2.0}, "ema_decay"),
@@ -343,7 +343,7 @@ def test_sigterm_saves_and_resumes(tmp_path):
         "16",
         "--depth",
         "2",
-        "--steps",
+        "--iterations",
         "100000",
         "--batch-size",
         "32",
@@ -377,3 +377,23 @@ def test_ot_pairs_solved_ahead_train_the_same_model(tmp_path, extra):
     for other in runs[1:]:
         for a, b in zip(state_of(runs[0]), state_of(other), strict=True):
             assert torch.equal(a, b)
+
+
+def test_old_step_names_still_build_the_same_config():
+    new = TrainConfig(iterations=30, warmup_iterations=5)
+    with pytest.warns(DeprecationWarning, match="iterations"):
+        old = TrainConfig(steps=30, warmup_steps=5)
+    assert old == new
+    with pytest.warns(DeprecationWarning, match="TrainConfig.iterations"):
+        assert new.steps == 30
+    with pytest.warns(DeprecationWarning):
+        assert new.replace(steps=40).iterations == 40
+    with pytest.raises(TypeError, match="both"):
+        TrainConfig(steps=3, iterations=4)
+    # configs stored in checkpoints before the rename load without a warning
+    stored = new.to_dict()
+    stored["steps"], stored["warmup_steps"] = (
+        stored.pop("iterations"),
+        stored.pop("warmup_iterations"),
+    )
+    assert TrainConfig.from_dict(stored) == new

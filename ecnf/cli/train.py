@@ -114,7 +114,14 @@ def _optimiser_args(t: argparse.ArgumentParser, tc: dict) -> None:
     from ..config import LR_SCHEDULES, PRECISIONS
 
     g = t.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=tc["steps"], help="optimisation steps")
+    g.add_argument(
+        "--iterations",
+        "--iters",
+        type=int,
+        default=tc["iterations"],
+        help="optimisation steps (solver steps are always called --steps / --teacher-steps)",
+    )
+    g.add_argument("--steps", dest="iterations", type=int, action=Deprecated, new="--iterations")
     g.add_argument("--batch-size", type=int, help="global batch (default 512 GPU / 256 CPU)")
     g.add_argument(
         "--lr", type=float, default=tc["lr"], help="AdamW learning rate (seed paper 2e-4)"
@@ -134,10 +141,10 @@ def _optimiser_args(t: argparse.ArgumentParser, tc: dict) -> None:
     )
     g.add_argument(
         "--warmup",
-        dest="warmup_steps",
+        dest="warmup_iterations",
         type=int,
-        default=tc["warmup_steps"],
-        help="linear warmup steps",
+        default=tc["warmup_iterations"],
+        help="optimisation steps of linear learning-rate warmup",
     )
     g.add_argument("--lr-schedule", default=tc["lr_schedule"], choices=LR_SCHEDULES)
     g.add_argument("--precision", default=tc["precision"], choices=PRECISIONS)
@@ -288,7 +295,9 @@ def run(args) -> int:
     command = "python -m ecnf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = fit(config, callbacks, resume=args.resume, overwrite=args.overwrite, command=command)
     if result.reason == "completed":
-        print(f"trained {result.step} steps in {result.wall_time_s:.1f} s -> {result.checkpoint}")
+        print(
+            f"trained {result.step} iterations in {result.wall_time_s:.1f} s -> {result.checkpoint}"
+        )
         return 0
     print(
         f"{result.reason} at step {result.step}; state saved to {result.checkpoint}; "
