@@ -1,7 +1,9 @@
 """Where the shipped checkpoints live, for the studio, the demo and the scripts alike.
 
 The folder is ``$ECNF_CHECKPOINTS_DIR`` when set (tests point it at tiny models), else the
-repository's ``checkpoints/``, holding ``2d/``, ``images/`` and ``ablations/``.
+repository's ``checkpoints/``, holding ``2d/``, ``images/`` and ``ablations/``. Checkpoints
+imported from other libraries (``python -m ecnf import``) go to ``imported/`` inside it, or
+to ``$ECNF_IMPORTED_DIR``; they are not part of the repository.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from pathlib import Path
 
 __all__ = [
     "CHECKPOINTS_ENV",
+    "IMPORTED_ENV",
     "SHIPPED_DIR",
     "checkpoints_dir",
+    "image_checkpoints",
+    "imported_dir",
     "list_checkpoints",
     "preferred_image_checkpoint",
 ]
 
 #: The environment variable that moves the checkpoint folder.
 CHECKPOINTS_ENV = "ECNF_CHECKPOINTS_DIR"
+#: The environment variable that moves the folder of imported checkpoints.
+IMPORTED_ENV = "ECNF_IMPORTED_DIR"
 #: The repository's own checkpoint folder.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -33,6 +40,20 @@ def list_checkpoints(kind: str) -> dict[str, str]:
     name."""
     folder = checkpoints_dir() / kind
     return {p.stem: str(p) for p in sorted(folder.glob("*.safetensors"))}
+
+
+def imported_dir() -> Path:
+    """Where imported checkpoints live: ``$ECNF_IMPORTED_DIR`` or ``checkpoints_dir()/imported``."""
+    return Path(os.environ.get(IMPORTED_ENV) or checkpoints_dir() / "imported")
+
+
+def image_checkpoints() -> dict[str, str]:
+    """``{label: path}`` of every image model on this machine, as the studio and the demo list
+    them: the shipped ones as ``images/NAME``, then the imported ones as ``imported/NAME``."""
+    shipped = {f"images/{k}": v for k, v in list_checkpoints("images").items()}
+    folder = imported_dir()
+    imported = {f"imported/{p.stem}": str(p) for p in sorted(folder.glob("*.safetensors"))}
+    return shipped | imported
 
 
 def preferred_image_checkpoint(paths: dict[str, str]) -> str | None:

@@ -1,13 +1,14 @@
-"""Command line: ``python -m ecnf train | sample | likelihood | eval | export`` (``--help``).
+"""Command line: ``python -m ecnf train | sample | likelihood | eval | export | import``.
 
 Example (2 CPU cores, well under a minute)::
 
-    python -m ecnf train --data moons --loss otcfm --steps 1500 --lr 2e-3 --out runs/moons
+    python -m ecnf train --data moons --loss otcfm --iterations 1500 --lr 2e-3 --out runs/moons
     python -m ecnf sample runs/moons/checkpoint.safetensors --method rk4 --steps 10 --out moons
     python -m ecnf eval runs/moons/checkpoint.safetensors --method rk4 --steps 10
 
 Each command lives in a module of its own kind (:mod:`ecnf.cli.train`, :mod:`ecnf.cli.sample`
-for ``sample`` and ``export``, :mod:`ecnf.cli.evaluate` for ``eval`` and ``likelihood``), as a
+for ``sample`` and ``export``, :mod:`ecnf.cli.evaluate` for ``eval`` and ``likelihood``,
+:mod:`ecnf.cli.importing` for ``import``), as a
 function that adds its parser and one that runs it. A bad
 argument prints one line starting ``error:`` and exits with status 2.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, sample, train
+from . import evaluate, importing, sample, train
 
 __all__ = ["build_parser", "main", "main_entry"]
 
@@ -28,6 +29,7 @@ COMMANDS = {
     "likelihood": (evaluate.add_likelihood_parser, evaluate.run_likelihood),
     "export": (sample.add_export_parser, sample.run_export),
     "eval": (evaluate.add_eval_parser, evaluate.run_eval),
+    "import": (importing.add_parser, importing.run),
 }
 
 

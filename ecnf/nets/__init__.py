@@ -16,6 +16,8 @@ __all__ = [
     "ResNetConfig",
     "ResNetVelocity",
     "SinusoidalTimeEmbedding",
+    "TorchCFMUNet",
+    "TorchCFMUNetConfig",
     "UNet",
     "UNetConfig",
     "VelocityMLP",
@@ -46,4 +48,5 @@ from .embeddings import (
     prepare_inputs,
 )
 from .mlp import ResNetVelocity, VelocityMLP
+from .torchcfm import TorchCFMUNet, TorchCFMUNetConfig
 from .unet import UNet

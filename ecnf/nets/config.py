@@ -25,6 +25,7 @@ from .._checks import check_choice, check_positive_int
 from .activations import ACTIVATIONS
 from .embeddings import TIME_EMBEDDINGS
 from .mlp import ResNetVelocity, VelocityMLP
+from .torchcfm import TorchCFMUNet, TorchCFMUNetConfig
 from .unet import UNet
 
 
@@ -216,18 +217,20 @@ class UNetConfig:
             check_positive_int("time_embed_dim", self.time_embed_dim)
 
 
-ModelConfig = MLPConfig | ResNetConfig | UNetConfig
+ModelConfig = MLPConfig | ResNetConfig | UNetConfig | TorchCFMUNetConfig
 
 _CONFIGS: dict[str, type[ModelConfig]] = {
     MLPConfig.arch: MLPConfig,
     ResNetConfig.arch: ResNetConfig,
     UNetConfig.arch: UNetConfig,
+    TorchCFMUNetConfig.arch: TorchCFMUNetConfig,  # imported checkpoints (ecnf.importers)
 }
 
 _MODELS: dict[type[ModelConfig], type[nn.Module]] = {
     MLPConfig: VelocityMLP,
     ResNetConfig: ResNetVelocity,
     UNetConfig: UNet,
+    TorchCFMUNetConfig: TorchCFMUNet,
 }
 
 
