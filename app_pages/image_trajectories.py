@@ -13,16 +13,18 @@ import torch
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.shipped import preferred_image_checkpoint
-from ecnf.solvers import solver_options
+from ecnf.solvers import nfe_per_step, solver_options
+from ecnf_display.budget import default_image_count, evaluation_seconds, is_large
 from ecnf_display.playground import predicted_endpoints, speed_per_step, trajectory_velocities
 from studio import (
     checkpoint_meta,
     checkpoints_dir,
     enlarged,
     file_stamp,
-    list_checkpoints,
+    image_checkpoints,
     load_model,
     model_device,
+    offer_import,
     session_workdir,
     set_active_checkpoint,
     show_error,
@@ -124,8 +126,9 @@ def train_tiny_digits() -> None:
 
 
 def choose_checkpoint() -> tuple[str, str] | None:
-    shipped = list_checkpoints("images")
-    options = {f"images/{name}": path for name, path in shipped.items()}
+    available = image_checkpoints()  # shipped images/NAME, then imported/NAME
+    shipped = {k: v for k, v in available.items() if k.startswith("images/")}
+    options = dict(available)
     options |= session_checkpoints_of("images")  # trained on the Train page
     trained = st.session_state.get(TRAINED)
     if trained is not None:
@@ -136,6 +139,8 @@ def choose_checkpoint() -> tuple[str, str] | None:
             f"train a tiny digits model here ({TINY_DIGITS_STEPS} steps, a short run on a "
             "CPU): its samples are rough, but every control below works on it."
         )
+    if len(shipped) == len(available):
+        offer_import("img")
     with st.expander("Train a tiny digits model", expanded=not options):
         st.caption(
             f"Flow matching on scikit-learn's 8x8 digits: a small UNet (32 channels), "
@@ -150,12 +155,60 @@ def choose_checkpoint() -> tuple[str, str] | None:
                 st.session_state["img_checkpoint"] = trained["label"]
     if not options:
         return None
-    # open on the shipped model whose samples show the most (largest images, best card)
-    best = preferred_image_checkpoint(shipped)
+    # open on the model whose samples show the most (largest images, best card); on a CPU
+    # among the shipped ones, since an imported CIFAR-10 UNet takes minutes there
+    best = preferred_image_checkpoint(available if torch.cuda.is_available() else shipped)
     labels = list(options)
-    index = labels.index(f"images/{best}") if best is not None else 0
+    index = labels.index(best) if best is not None else 0
     label = st.selectbox("Checkpoint", labels, index=index, key="img_checkpoint")
     return options[label], label
+
+
+def imported_line(imported: dict) -> str:
+    """Where an imported model comes from, and what its source reports (as reported)."""
+    reported = imported.get("reported")
+    quality = (
+        f"FID {reported['FID']} reported by {reported['by']} ({reported['solver']}, "
+        f"{reported['samples']} samples), not measured here."
+        if reported
+        else "Its source reports no FID."
+    )
+    return f"Imported from {imported['library']} ({imported['licence']} licence). {quality}"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def seconds_per_evaluation(path: str, stamp: int, n: int) -> float:
+    return evaluation_seconds(load_model(path, stamp), n)
+
+
+def approved_to_run(path: str, stamp: int, method: str, steps: int | None, n: int) -> bool:
+    """For a large model on a CPU: the solve's estimated time, and a button to start it."""
+    approved = st.session_state.setdefault("img_approved", [])
+    key = (path, stamp, method, steps, n)
+    if key in approved:
+        return True
+    with st.spinner("Timing one velocity evaluation..."):
+        per = seconds_per_evaluation(path, stamp, n)
+    params = sum(p.numel() for p in load_model(path, stamp).parameters()) / 1e6
+    if steps is None:
+        estimate = (
+            f"{method} picks its own number of evaluations while it solves, at {per:.2f} s "
+            f"each for {n} images here (timed once), plus one per frame shown afterwards"
+        )
+        button = "Run it"
+    else:
+        evaluations = steps * nfe_per_step(method) + min(steps + 1, MAX_FRAMES)
+        seconds = evaluations * per
+        estimate = (
+            f"about {seconds:.0f} s: {evaluations} evaluations (the solve's NFE plus one per "
+            f"frame shown) at {per:.2f} s each for {n} images, timed once here"
+        )
+        button = f"Run it (about {seconds:.0f} s)"
+    st.info(f"This model has {params:.1f} M parameters and runs on the CPU: {estimate}.")
+    if st.button(button, key="img_run"):
+        approved.append(key)
+        return True
+    return False
 
 
 def read_checkpoint_meta(path: str, label: str) -> tuple[int, dict] | None:
@@ -185,6 +238,8 @@ if described is not None:
         f"Trained on `{meta.get('dataset')}` with loss `{meta.get('loss')}` for "
         f"{meta.get('steps')} steps."
     )
+    if "imported" in meta:
+        st.caption(imported_line(meta["imported"]))
     c1, c2, c3, c4 = st.columns(4)
     method, steps, tol = solver_controls(
         c1,
@@ -195,8 +250,17 @@ if described is not None:
         "minutes for 28 x 28 models.",
     )
     seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="img_seed"))
-    n = c4.slider("Images", 1, MAX_IMAGES, 16, key="img_count")
+    large = is_large(load_model(path, stamp))
+    n = c4.slider(
+        "Images",
+        1,
+        MAX_IMAGES,
+        default_image_count(load_model(path, stamp)),
+        key="img_count_large" if large else "img_count",  # a large model on a CPU starts at 4
+    )
     try:
+        if large and not approved_to_run(path, stamp, method, steps, n):
+            st.stop()
         with st.spinner("Integrating and evaluating the model along the trajectory..."):
             res = image_run(path, stamp, method, steps, tol, seed, n)
     except (ValueError, FileNotFoundError) as error:

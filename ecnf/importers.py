@@ -40,9 +40,11 @@ __all__ = [
     "Release",
     "default_import_path",
     "download_release",
+    "fetch_release",
     "import_command",
     "import_torchcfm",
     "read_torchcfm",
+    "release_reachable",
 ]
 
 #: Where TorchCFM's release 1.0.4 keeps its CIFAR-10 weights.
@@ -390,3 +392,35 @@ def download_release(
         )
     part.replace(target)
     return target
+
+
+def fetch_release(
+    name: str,
+    *,
+    url: str | None = None,
+    config: TorchCFMUNetConfig = TORCHCFM_CIFAR10,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    half: bool = False,
+    command: str | None = None,
+) -> Path:
+    """Downloads a released TorchCFM model (:func:`download_release`) and imports it
+    (:func:`import_torchcfm`) to ``out`` or :func:`default_import_path`; what
+    ``python -m ecnf import torchcfm --download NAME``, the studio's import button and the
+    Space's start-up run. An already imported model is returned as it is."""
+    target = Path(out) if out is not None else default_import_path(name)
+    if target.is_file():
+        return target
+    path = download_release(name, url=url, progress=progress)
+    release = RELEASES[name]
+    return import_torchcfm(path, target, config=config, release=release, half=half, command=command)
+
+
+def release_reachable(name: str = "otcfm", timeout: float = 3.0) -> bool:
+    """Whether the released file answers a HEAD request now (is this machine online?)."""
+    request = urllib.request.Request(RELEASES[name].url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError):
+        return False

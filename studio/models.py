@@ -15,12 +15,13 @@ from torch import nn
 
 import ecnf
 from ecnf.checkpoint import checkpoint_info
-from ecnf.shipped import checkpoints_dir, list_checkpoints
+from ecnf.shipped import checkpoints_dir, image_checkpoints, list_checkpoints
 
 __all__ = [
     "checkpoint_meta",
     "checkpoints_dir",
     "file_stamp",
+    "image_checkpoints",
     "list_checkpoints",
     "load_model",
     "model_device",

@@ -14,6 +14,7 @@ __all__ = [
     "active_checkpoint",
     "device_label",
     "enlarged",
+    "offer_import",
     "set_active_checkpoint",
     "show_error",
     "solver_controls",
@@ -88,3 +89,33 @@ def solver_controls(
         key=f"{key}_tol",
     )
     return method, None, tol
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _online() -> bool:
+    from ecnf.importers import release_reachable
+
+    return release_reachable("otcfm")
+
+
+def offer_import(key: str) -> None:
+    """One line saying how to get a CIFAR-10 model, and, on a machine that is online, a
+    button that runs the same import (TorchCFM's released OT-CFM flow)."""
+    from ecnf.importers import RELEASES, fetch_release, import_command
+    from ecnf.shipped import imported_dir
+
+    reported = RELEASES["otcfm"].reported
+    st.caption(
+        f"CIFAR-10: no imported model here yet. `{import_command()}` downloads TorchCFM's "
+        f"OT-CFM flow (FID {reported['FID']} as reported by TorchCFM) into "
+        f"`{imported_dir()}`, where every image page lists it."
+    )
+    if _online() and st.button("Import TorchCFM's OT-CFM (CIFAR-10) now", key=f"{key}_import"):
+        try:
+            with st.spinner("Downloading TorchCFM's release file and importing it..."):
+                path = fetch_release("otcfm", command="studio: import button", progress=False)
+        except (OSError, ValueError) as error:
+            show_error(error, f"run `{import_command()}` in a terminal to see the details.")
+        else:
+            st.success(f"Imported to `{path}`; it is listed as `imported/{path.stem}`.")
+            st.rerun()

@@ -236,3 +236,41 @@ def test_cli_download_then_import(tmp_path, server, monkeypatch, capsys):
     unreachable = ["import", "torchcfm", "--download", "fm", "--url", "http://127.0.0.1:9/x.pt"]
     assert main(unreachable) == 1
     assert "offline" in capsys.readouterr().err
+
+
+@pytest.fixture
+def imported(studio, tmp_path, reference, monkeypatch):
+    """The tiny studio checkpoints plus one imported TorchCFM model (small configuration)."""
+    monkeypatch.setenv("ECNF_IMPORTED_DIR", str(tmp_path / "imported"))
+    pt = save_released_layout(tmp_path / RELEASES["otcfm"].file, reference)
+    out = tmp_path / "imported" / "cifar10_otcfm_torchcfm.safetensors"
+    return import_torchcfm(pt, out, config=SMALL_CONFIG, release=RELEASES["otcfm"])
+
+
+def test_image_page_lists_and_samples_an_imported_model(imported, monkeypatch):
+    from helpers import metric, open_app
+
+    at = open_app("app_pages/image_trajectories.py")
+    assert not any("no imported model" in c.value for c in at.caption)
+    at.selectbox(key="img_checkpoint").set_value("imported/cifar10_otcfm_torchcfm").run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Imported from TorchCFM" in captions and "FID 3.5 reported by" in captions
+    assert len(at.image) == 2 and metric(at, "NFE") == "40"  # rk4, 10 steps
+    # a large model on a CPU starts at 4 images and waits for the estimate to be accepted
+    monkeypatch.setattr("ecnf_display.budget.LARGE_MODEL_PARAMETERS", 0)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.slider(key="img_count_large").value == 4
+    assert any("runs on the CPU: about" in i.value for i in at.info) and not at.image
+    at.button(key="img_run").click().run()
+    assert not at.exception, at.exception
+    assert len(at.image) == 2 and metric(at, "NFE") == "40"
+
+
+def test_without_an_imported_model_the_pages_say_how_to_get_one(studio, tmp_path, monkeypatch):
+    from helpers import open_app
+
+    monkeypatch.setenv("ECNF_IMPORTED_DIR", str(tmp_path / "none"))
+    at = open_app("app_pages/image_trajectories.py")
+    assert any("python -m ecnf import torchcfm --download otcfm" in c.value for c in at.caption)

@@ -92,24 +92,31 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..importers import RELEASES, download_release, import_torchcfm
+    from ..importers import RELEASES, fetch_release, import_torchcfm
 
     if (args.file is None) == (args.download is None):
         raise ValueError("give either a TorchCFM FILE or --download NAME (one of them)")
     if args.url and not args.download:
         raise ValueError("--url is a mirror for --download")
     config = _config(args)
+    command = "python -m ecnf " + shlex.join(sys.argv[1:])
     if args.download:
         try:
-            path = download_release(args.download, url=args.url)
+            out = fetch_release(
+                args.download,
+                url=args.url,
+                config=config,
+                out=args.out,
+                half=args.half,
+                command=command,
+            )
         except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        release = RELEASES[args.download]
-    else:
-        path = args.file
-        release = next((r for r in RELEASES.values() if r.file == path.name), None)
-    command = "python -m ecnf " + shlex.join(sys.argv[1:])
+        print(f"imported {RELEASES[args.download].url} -> {out} (card: {out.with_suffix('.md')})")
+        return 0
+    path = args.file
+    release = next((r for r in RELEASES.values() if r.file == path.name), None)
     out = import_torchcfm(
         path,
         args.out,
