@@ -14,11 +14,12 @@ from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integ
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import nfe_per_step, solver_options
-from ecnf_display.budget import default_image_count, evaluation_seconds, is_large
+from ecnf_display.budget import default_image_count, is_large
 from ecnf_display.playground import predicted_endpoints, speed_per_step, trajectory_velocities
 from studio import (
     checkpoint_meta,
     checkpoints_dir,
+    confirm_cpu_run,
     enlarged,
     file_stamp,
     image_checkpoints,
@@ -176,39 +177,20 @@ def imported_line(imported: dict) -> str:
     return f"Imported from {imported['library']} ({imported['licence']} licence). {quality}"
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def seconds_per_evaluation(path: str, stamp: int, n: int) -> float:
-    return evaluation_seconds(load_model(path, stamp), n)
-
-
 def approved_to_run(path: str, stamp: int, method: str, steps: int | None, n: int) -> bool:
     """For a large model on a CPU: the solve's estimated time, and a button to start it."""
-    approved = st.session_state.setdefault("img_approved", [])
-    key = (path, stamp, method, steps, n)
-    if key in approved:
-        return True
-    with st.spinner("Timing one velocity evaluation..."):
-        per = seconds_per_evaluation(path, stamp, n)
-    params = sum(p.numel() for p in load_model(path, stamp).parameters()) / 1e6
-    if steps is None:
-        estimate = (
-            f"{method} picks its own number of evaluations while it solves, at {per:.2f} s "
-            f"each for {n} images here (timed once), plus one per frame shown afterwards"
-        )
-        button = "Run it"
-    else:
-        evaluations = steps * nfe_per_step(method) + min(steps + 1, MAX_FRAMES)
-        seconds = evaluations * per
-        estimate = (
-            f"about {seconds:.0f} s: {evaluations} evaluations (the solve's NFE plus one per "
-            f"frame shown) at {per:.2f} s each for {n} images, timed once here"
-        )
-        button = f"Run it (about {seconds:.0f} s)"
-    st.info(f"This model has {params:.1f} M parameters and runs on the CPU: {estimate}.")
-    if st.button(button, key="img_run"):
-        approved.append(key)
-        return True
-    return False
+    evaluations = (
+        None if steps is None else steps * nfe_per_step(method) + min(steps + 1, MAX_FRAMES)
+    )
+    return confirm_cpu_run(
+        "img",
+        path,
+        stamp,
+        n,
+        evaluations,
+        (method, steps),
+        what="the solve's NFE plus one per frame shown",
+    )
 
 
 def read_checkpoint_meta(path: str, label: str) -> tuple[int, dict] | None:

@@ -10,15 +10,19 @@ import torch
 from ecnf import bits_per_dim, dequantize, load_images, log_prob, sample_toy
 from ecnf.data import TOY_EXTENT, DatasetNotFoundError, to_model_range
 from ecnf.likelihood import PROBES
+from ecnf_display.budget import is_large
 from ecnf_display.figures import density_figure
 from ecnf_display.labs import repeated_log_prob
 from ecnf_display.playground import log_density_grid
 from studio import (
     checkpoint_meta,
+    confirm_cpu_run,
     file_stamp,
+    image_checkpoints,
     list_checkpoints,
     load_model,
     model_device,
+    offer_import,
     set_active_checkpoint,
     show_error,
 )
@@ -30,7 +34,7 @@ GRID = 50
 def checkpoints_by_kind() -> tuple[dict[str, str], dict[str, str]]:
     """``({label: path} of 2D models, {label: path} of image models)``."""
     flat = {f"2d/{k}": v for k, v in list_checkpoints("2d").items()}
-    images = {f"images/{k}": v for k, v in list_checkpoints("images").items()}
+    images = image_checkpoints()
     for label, path in session_checkpoints().items():
         try:
             shape = checkpoint_meta(path, file_stamp(path))["model_config"]["data_shape"]
@@ -150,6 +154,11 @@ def image_section(options: dict[str, str]) -> None:
     probes = c3.slider("Probes", 1, 4, 1, key="ll_image_probes")
     try:
         stamp = file_stamp(path)
+        if is_large(load_model(path, stamp)):
+            load_images(checkpoint_meta(path, stamp)["dataset"], train=False)  # data present?
+            what = "RK4's NFE, each with a backward pass per probe on top"
+            if not confirm_cpu_run("ll", path, stamp, n, 4 * steps, (steps, probes), what=what):
+                return
         with st.spinner("Estimating bits per dimension..."):
             res = image_bpd(path, stamp, n, steps, probes, 0)
     except (ValueError, OSError, KeyError, DatasetNotFoundError) as error:
@@ -180,6 +189,8 @@ if flat:
 else:
     st.info("No 2D checkpoint found: train one on the Train page.")
 st.header("Bits per dimension of an image model")
+if not any(label.startswith("imported/") for label in images):
+    offer_import("ll")
 if images:
     image_section(images)
 else:

@@ -15,16 +15,20 @@ from ecnf.evaluation import BUDGETS, solver_grid, toy_sets
 from ecnf.export import image_grid
 from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classifier_path
 from ecnf.metrics.images import feature_statistics, frechet_distance
+from ecnf_display.budget import is_large
 from ecnf_display.figures import add_point_cloud, log_axis, log_ticks
 from ecnf_display.labs import chord_deviation, straightness
 from studio import (
     TOLERANCES,
     checkpoint_meta,
+    confirm_cpu_run,
     enlarged,
     file_stamp,
+    image_checkpoints,
     list_checkpoints,
     load_model,
     model_device,
+    offer_import,
     set_active_checkpoint,
     show_error,
 )
@@ -36,8 +40,7 @@ SHOWN_POINTS, SHOWN_IMAGES = 500, 8
 
 def all_checkpoints() -> dict[str, str]:
     options = {f"2d/{k}": v for k, v in list_checkpoints("2d").items()}
-    options |= {f"images/{k}": v for k, v in list_checkpoints("images").items()}
-    return options | session_checkpoints()
+    return options | image_checkpoints() | session_checkpoints()
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -158,6 +161,8 @@ st.caption(
     "evaluations (NFE): how quickly does each one reach the model's own samples?"
 )
 options = all_checkpoints()
+if not any(label.startswith("imported/") for label in options):
+    offer_import("sl")
 if not options:
     st.info("No checkpoint found: train one on the Train page or add shipped ones.")
     st.stop()
@@ -169,14 +174,15 @@ try:
     stamp = file_stamp(path)
     meta = checkpoint_meta(path, stamp)
     is_2d = tuple(meta["model_config"]["data_shape"]) == (2,)
+    large = not is_2d and is_large(load_model(path, stamp))
 except (ValueError, OSError, KeyError) as error:
     show_error(error, "choose another checkpoint.")
     st.stop()
 set_active_checkpoint(label)
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 budgets = c1.multiselect("NFE budgets", BUDGET_CHOICES, default=list(BUDGETS), key="sl_budgets")
-counts = (250, 500, 1000, 2000) if is_2d else (32, 64, 128, 256)
-n = c2.select_slider("Samples", counts, value=counts[1], key=f"sl_n_{is_2d}")
+counts = (250, 500, 1000, 2000) if is_2d else (4, 8, 16, 32) if large else (32, 64, 128, 256)
+n = c2.select_slider("Samples", counts, value=counts[1], key=f"sl_n_{is_2d}_{large}")
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="sl_seed"))
 tol = c4.select_slider(
     "dopri5 tolerance",
@@ -189,6 +195,11 @@ if not budgets:
     st.info("Pick at least one NFE budget.")
     st.stop()
 budgets = tuple(sorted(budgets))
+if large:
+    evaluations = sum(nfe for _, _, nfe in solver_grid(budgets))
+    what = "every fixed-step solve; dopri5 adds its own"
+    if not confirm_cpu_run("sl", path, stamp, n, evaluations, (budgets, seed, tol), what=what):
+        st.stop()
 try:
     with st.spinner("Integrating every solver at every budget..."):
         sweep = solver_sweep(path, stamp, budgets, n, seed)

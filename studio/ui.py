@@ -12,6 +12,7 @@ __all__ = [
     "PAGES",
     "TOLERANCES",
     "active_checkpoint",
+    "confirm_cpu_run",
     "device_label",
     "enlarged",
     "offer_import",
@@ -119,3 +120,53 @@ def offer_import(key: str) -> None:
         else:
             st.success(f"Imported to `{path}`; it is listed as `imported/{path.stem}`.")
             st.rerun()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _seconds_per_evaluation(path: str, stamp: int, n: int) -> float:
+    from ecnf_display.budget import evaluation_seconds
+
+    from .models import load_model
+
+    return evaluation_seconds(load_model(path, stamp), n)
+
+
+def confirm_cpu_run(
+    key: str,
+    path: str,
+    stamp: int,
+    n: int,
+    evaluations: int | None,
+    settings: tuple,
+    what: str = "the solver's NFE",
+) -> bool:
+    """Before a large model's slow CPU run: its estimated time (one velocity evaluation of
+    ``n`` samples timed once, times ``evaluations``; ``None`` for an adaptive solver) and a
+    button that starts it. True once the visitor has accepted these ``settings``."""
+    from .models import load_model
+
+    approved = st.session_state.setdefault(f"{key}_approved", [])
+    run = (path, stamp, n, *settings)
+    if run in approved:
+        return True
+    with st.spinner("Timing one velocity evaluation..."):
+        per = _seconds_per_evaluation(path, stamp, n)
+    params = sum(p.numel() for p in load_model(path, stamp).parameters()) / 1e6
+    if evaluations is None:
+        estimate = (
+            f"an adaptive solver picks its own number of evaluations while it solves, at "
+            f"{per:.2f} s each for {n} samples here (timed once)"
+        )
+        button = "Run it"
+    else:
+        seconds = evaluations * per
+        estimate = (
+            f"about {seconds:.0f} s: {evaluations} evaluations ({what}) at {per:.2f} s each "
+            f"for {n} samples, timed once here"
+        )
+        button = f"Run it (about {seconds:.0f} s)"
+    st.info(f"This model has {params:.1f} M parameters and runs on the CPU: {estimate}.")
+    if st.button(button, key=f"{key}_run"):
+        approved.append(run)
+        return True
+    return False

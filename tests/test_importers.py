@@ -13,6 +13,7 @@ from torchdiffeq import odeint
 from ecnf import load
 from ecnf.checkpoint import CheckpointError, read_checkpoint
 from ecnf.cli import main
+from ecnf.data.sources import DATA_ENV_VAR
 from ecnf.importers import RELEASES, download_release, import_torchcfm, read_torchcfm
 from ecnf.nets import build_model, config_from_dict, config_to_dict
 from ecnf.nets.torchcfm import TORCHCFM_CIFAR10, TorchCFMUNetConfig
@@ -274,3 +275,21 @@ def test_without_an_imported_model_the_pages_say_how_to_get_one(studio, tmp_path
     monkeypatch.setenv("ECNF_IMPORTED_DIR", str(tmp_path / "none"))
     at = open_app("app_pages/image_trajectories.py")
     assert any("python -m ecnf import torchcfm --download otcfm" in c.value for c in at.caption)
+
+
+def test_the_labs_list_an_imported_model(imported, tmp_path, monkeypatch):
+    from helpers import open_app
+
+    label = "imported/cifar10_otcfm_torchcfm"
+    at = open_app("app_pages/solver_lab.py")
+    at.selectbox(key="sl_model").set_value(label).run()
+    assert not at.exception, at.exception
+    assert any("only samples are shown" in i.value for i in at.info)  # no classifier for it
+    at = open_app("app_pages/likelihood_lab.py")
+    assert label in at.selectbox(key="ll_image_model").options
+    monkeypatch.setattr("ecnf_display.budget.LARGE_MODEL_PARAMETERS", 0)
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path / "no-data"))
+    at.selectbox(key="ll_image_model").set_value(label).run()
+    assert not at.exception, at.exception
+    # without the CIFAR-10 test set the page says so before any slow work
+    assert at.error and "CIFAR-10 was not found" in at.error[0].value and not at.info
