@@ -31,11 +31,13 @@ from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, 
 from ecnf.checkpoint import checkpoint_info
 from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
+from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
+from ecnf.shipped import imported_dir, preferred_image_checkpoint
 from ecnf.shipped import list_checkpoints as checkpoints
-from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import FIXED_METHODS, nfe_per_step
 from ecnf.streams import fit_stream, integrate_stream
 from ecnf.train import PREVIEW_SOLVER, resolve_device
+from ecnf_display.budget import default_image_count, evaluation_seconds, is_large
 from ecnf_display.pictures import enlarged, scatter_image
 
 try:  # preinstalled on ZeroGPU Spaces: holds a GPU only while a decorated function runs
@@ -65,6 +67,10 @@ FRAMES = 25  # streamed updates per request
 IMAGE_WIDTH = 480  # about how wide image grids are shown
 QUEUE_SIZE = 16  # requests waiting; more are turned away
 SAMPLE_CONCURRENCY, TRAIN_CONCURRENCY = 2, 1
+MAX_SOLVE_SECONDS = 120  # a large model's request estimated to take longer is refused
+#: On a Hugging Face Space (``SPACE_ID`` set), the released TorchCFM model imported at start-up
+#: when missing; set ``ECNF_IMPORT_AT_START`` to ``none`` to start without it.
+IMPORT_AT_START = "ECNF_IMPORT_AT_START"
 
 
 # ---- checkpoints, models and data ------------------------------------------------------------
@@ -89,6 +95,28 @@ def load_model(path: str) -> torch.nn.Module:
 @functools.lru_cache(maxsize=2)
 def _test_images(dataset: str) -> torch.Tensor:
     return load_images(dataset, train=False)
+
+
+def image_models() -> dict[str, str]:
+    """``{name: path}`` of the image models the demo offers: the shipped ones by name, then
+    the imported ones (``python -m ecnf import``) as ``imported/NAME``."""
+    imported = {f"imported/{p.stem}": str(p) for p in sorted(imported_dir().glob("*.safetensors"))}
+    return checkpoints("images") | imported
+
+
+def import_at_start() -> Path | None:
+    """On a Space, import the released model named by ``$ECNF_IMPORT_AT_START`` (default
+    ``otcfm``) when it is missing and the Space is online; ``none`` turns it off."""
+    import os
+
+    name = os.environ.get(IMPORT_AT_START, "otcfm" if os.environ.get("SPACE_ID") else "none")
+    if name.lower() in ("", "0", "none", "off") or name not in RELEASES:
+        return None
+    try:
+        return fetch_release(name, command=f"gradio demo start-up ({IMPORT_AT_START}={name})")
+    except OSError as error:
+        print(f"the start-up import of {name} failed, continuing without it: {error}")
+        return None
 
 
 # ---- input checks: a clear message, never a traceback ----------------------------------------
@@ -183,7 +211,8 @@ def _sample_2d(path: str, solver: str, steps: int, points: int, seed: int) -> It
 @shown_errors
 def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple]:
     """Stream noise turning into images; finish with the samples beside real test images."""
-    path = checkpoints("images").get(one_of("model", model, list(checkpoints("images"))))
+    models = image_models()
+    path = models.get(one_of("model", model, list(models)))
     solver = one_of("solver", solver, SOLVERS)
     steps = whole("steps", steps, 1, MAX_STEPS)
     count = whole("images", count, 1, MAX_IMAGES)
@@ -195,10 +224,39 @@ def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple
             f"{count * nfe} image evaluations, more than this demo's {MAX_IMAGE_EVALS}: "
             "ask for fewer images or steps, or a cheaper solver"
         )
+    net = load_model(path)
+    if is_large(net):  # say how long it will take before anything slow starts
+        seconds = nfe * evaluation_seconds(net, count)
+        estimate = (
+            f"about {seconds:.0f} s on this CPU ({nfe} evaluations of {count} images, one of "
+            "them timed)"
+        )
+        if seconds > MAX_SOLVE_SECONDS:
+            raise refuse(
+                f"{estimate}, more than this demo's {MAX_SOLVE_SECONDS} s: ask for fewer "
+                "images or steps"
+            )
+        yield None, None, None, f"**Estimated:** {estimate}."
     for live, samples, info in _sample_images(path, solver, steps, count, seed):
         yield live, samples, None, info
     real, note = real_images(checkpoint_info(path)["metadata"]["dataset"], count, seed)
     yield live, samples, real, f"{info}  \n{note}"
+
+
+def image_count_for(model: str):
+    """The Images slider's default for a model: fewer images for a large model on a CPU."""
+    path = image_models().get(model)
+    return gr.skip() if path is None else gr.Slider(value=default_image_count(load_model(path)))
+
+
+def import_button() -> tuple:
+    """The demo's import button: fetch and import the released OT-CFM flow, then offer it."""
+    try:
+        path = fetch_release("otcfm", command="gradio demo: import button", progress=False)
+    except OSError as error:
+        raise refuse(f"the import failed: {error}") from None
+    label = f"imported/{path.stem}"
+    return gr.Dropdown(choices=list(image_models()), value=label), gr.Button(visible=False)
 
 
 def first_images(model: str, solver: str, steps, count, seed, shown) -> Iterator[tuple]:
@@ -316,7 +374,7 @@ def _seed() -> gr.Number:
 
 def build_demo() -> gr.Blocks:
     """The demo as a :class:`gradio.Blocks`, with its queue set; nothing is launched."""
-    two_d, images = list(checkpoints("2d")), list(checkpoints("images"))
+    two_d, images = list(checkpoints("2d")), list(image_models())
     sample_limits = {"concurrency_id": "sample", "concurrency_limit": SAMPLE_CONCURRENCY}
     with gr.Blocks(title="ECNF demo", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
@@ -348,13 +406,23 @@ def build_demo() -> gr.Blocks:
             )
         with gr.Tab("Images") as images_tab, gr.Row():
             with gr.Column(scale=1):
-                best = preferred_image_checkpoint(checkpoints("images")) or ""
+                # open on the model that shows the most; on a CPU among the shipped ones
+                ranked = image_models() if device().type == "cuda" else checkpoints("images")
+                best = preferred_image_checkpoint(ranked) or ""
                 model = _model_input(images, best)
                 solver, steps = _solver_inputs("midpoint", 10)
                 count = gr.Slider(1, MAX_IMAGES, value=16, step=1, precision=0, label="Images")
                 seed = _seed()
                 gr.Markdown(f"At most {MAX_IMAGE_EVALS} image evaluations (images × NFE).")
                 run = gr.Button("Sample", variant="primary")
+                if not any(name.startswith("imported/") for name in images):
+                    gr.Markdown(
+                        f"CIFAR-10: no imported model here. `{import_command()}` gets "
+                        "TorchCFM's OT-CFM flow."
+                    )
+                    if release_reachable("otcfm"):
+                        get = gr.Button("Import TorchCFM's OT-CFM (CIFAR-10) now")
+                        get.click(import_button, None, [model, get], api_visibility="private")
             with gr.Column(scale=2):
                 live = gr.Image(label="Noise to images (live)", format="png", interactive=False)
                 with gr.Row():
@@ -368,6 +436,7 @@ def build_demo() -> gr.Blocks:
                 api_name="sample_images",
                 **sample_limits,
             )
+            model.change(image_count_for, [model], [count], api_visibility="private")
             # the first time the tab opens, its default request runs by itself
             images_tab.select(
                 first_images,
@@ -404,4 +473,5 @@ def build_demo() -> gr.Blocks:
 
 
 if __name__ == "__main__":
+    import_at_start()
     build_demo().launch()

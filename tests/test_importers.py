@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 from torchcfm.models.unet.unet import UNetModelWrapper
@@ -293,3 +294,51 @@ def test_the_labs_list_an_imported_model(imported, tmp_path, monkeypatch):
     assert not at.exception, at.exception
     # without the CIFAR-10 test set the page says so before any slow work
     assert at.error and "CIFAR-10 was not found" in at.error[0].value and not at.info
+
+
+def test_the_demo_samples_an_imported_model(imported, monkeypatch, tmp_path):
+    from gradio_client import Client
+    from helpers import free_port
+    from PIL import Image
+
+    import gradio_app
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = gradio_app.build_demo()
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1",
+        server_port=free_port(),
+        prevent_thread_lock=True,
+        quiet=True,
+        ssr_mode=False,
+    )
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "dl"))
+        name = "imported/cifar10_otcfm_torchcfm"
+        _, samples, real, info = client.predict(name, "euler", 3, 4, 0, api_name="/sample_images")
+    finally:
+        demo.close()
+    # 4 images of 16x16 tiled 2 x 2 with 2-pixel gaps: 38 px, enlarged to at most 480 px
+    assert Image.open(samples).size == (456, 456) and real is None
+    assert "**NFE:** 3 (euler" in info and "unavailable" in info  # no CIFAR-10 data here
+    model = load(imported, device="cpu")
+    x0 = torch.randn((4, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    expected = gradio_app.grid_image(integrate(model, x0, method="euler", steps=3).x)
+    assert np.array_equal(np.asarray(Image.open(samples).convert("RGB")), np.asarray(expected))
+
+
+def test_the_space_imports_at_start_unless_turned_off(monkeypatch):
+    import gradio_app
+
+    calls = []
+    monkeypatch.setattr(gradio_app, "fetch_release", lambda name, **kw: calls.append(name))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv(gradio_app.IMPORT_AT_START, raising=False)
+    gradio_app.import_at_start()
+    assert calls == []  # not on a Space: nothing is fetched
+    monkeypatch.setenv("SPACE_ID", "someone/ecnf")
+    gradio_app.import_at_start()
+    assert calls == ["otcfm"]
+    monkeypatch.setenv(gradio_app.IMPORT_AT_START, "none")
+    gradio_app.import_at_start()
+    assert calls == ["otcfm"]
