@@ -422,7 +422,13 @@ def build_demo() -> gr.Blocks:
                     )
                     if release_reachable("otcfm"):
                         get = gr.Button("Import TorchCFM's OT-CFM (CIFAR-10) now")
-                        get.click(import_button, None, [model, get], api_visibility="private")
+                        get.click(
+                            import_button,
+                            None,
+                            [model, get],
+                            api_visibility="private",
+                            **sample_limits,
+                        )
             with gr.Column(scale=2):
                 live = gr.Image(label="Noise to images (live)", format="png", interactive=False)
                 with gr.Row():
@@ -436,7 +442,9 @@ def build_demo() -> gr.Blocks:
                 api_name="sample_images",
                 **sample_limits,
             )
-            model.change(image_count_for, [model], [count], api_visibility="private")
+            model.change(
+                image_count_for, [model], [count], api_visibility="private", **sample_limits
+            )
             # the first time the tab opens, its default request runs by itself
             images_tab.select(
                 first_images,
