@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit, integrate
-from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
+from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
+from ecnf.export import image_grid
+from ecnf.fast import fast_path_applies, is_cached, sample, save_image_grid, save_trajectory_gif
 from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import nfe_per_step, solver_options
 from ecnf_display.budget import default_image_count, is_large
@@ -56,10 +57,13 @@ def image_run(
     x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
     tols = {} if tol is None else {"rtol": tol, "atol": tol}
     kw = solver_options(method, steps=steps, frames=ADAPTIVE_FRAMES, **tols)
+    x0 = x0.to(device)
+    if steps is not None and fast_path_applies(model, method):
+        sample(model, x0, return_trajectory=True, **kw)  # compile and capture, not timed
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    sol = integrate(model, x0.to(device), return_trajectory=True, **kw)
+    sol = sample(model, x0, return_trajectory=True, **kw)  # the fast path on CUDA
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -243,7 +247,20 @@ if described is not None:
     try:
         if large and not approved_to_run(path, stamp, method, steps, n):
             st.stop()
-        with st.spinner("Integrating and evaluating the model along the trajectory..."):
+        model = load_model(path, stamp)
+        shape = (n, *model.config.data_shape)
+        compiling = (
+            steps is not None
+            and fast_path_applies(model, method)
+            and not is_cached(model, shape, method, steps, trajectory=True)
+        )
+        busy = (
+            "Compiling and capturing this solve for the GPU (once per model, image count, "
+            "solver and steps), then integrating..."
+            if compiling
+            else "Integrating and evaluating the model along the trajectory..."
+        )
+        with st.spinner(busy):
             res = image_run(path, stamp, method, steps, tol, seed, n)
     except (ValueError, FileNotFoundError) as error:
         show_error(error, "choose another solver, fewer steps or another checkpoint.")

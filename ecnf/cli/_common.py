@@ -8,10 +8,12 @@ import sys
 
 __all__ = [
     "Deprecated",
+    "add_fast_args",
     "add_solver_args",
     "check_count",
     "dataclass_defaults",
     "load_checkpoint",
+    "sampler_label",
     "solver_kwargs",
 ]
 
@@ -27,6 +29,28 @@ class Deprecated(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def add_fast_args(p: argparse.ArgumentParser) -> None:
+    """``--eager`` and ``--precision`` of the CUDA fast path (:mod:`ecnf.fast`)."""
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="on CUDA, skip the fast path (bf16 autocast, torch.compile, CUDA graph)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="fast path precision (auto: bf16); the CPU always samples in eager fp32",
+    )
+
+
+def sampler_label(fast: bool, precision: str) -> str:
+    """How the samples were computed, as the CLI prints it."""
+    if not fast:
+        return "eager fp32"
+    return f"fast path: {'fp32' if precision == 'fp32' else 'bf16'}, torch.compile, CUDA graph"
 
 
 def add_solver_args(p: argparse.ArgumentParser, steps_default: int = 10) -> None:

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import add_solver_args, check_count, load_checkpoint, solver_kwargs
+from ._common import (
+    add_fast_args,
+    add_solver_args,
+    check_count,
+    load_checkpoint,
+    sampler_label,
+    solver_kwargs,
+)
 
 __all__ = ["add_export_parser", "add_parser", "run", "run_export"]
 
@@ -25,6 +32,7 @@ def add_parser(sub) -> None:
     s.add_argument("--gif", action="store_true", help="also write the trajectory as PREFIX.gif")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     s.add_argument("--device", default="auto")
+    add_fast_args(s)
 
 
 def source_noise(info: dict, shape: tuple[int, ...], num: int, seed: int) -> torch.Tensor:
@@ -40,14 +48,18 @@ def source_noise(info: dict, shape: tuple[int, ...], num: int, seed: int) -> tor
 
 def run(args) -> int:
     from ..export import save_image_grid, save_points, save_trajectory_gif
-    from ..solvers import integrate
+    from ..fast import fast_path_applies, sample
 
     check_count("-n/--num", args.num)
     model, info, device = load_checkpoint(args, use_ema=not args.no_ema)
     shape = tuple(model.config.data_shape)
     x0 = source_noise(info, shape, args.num, args.seed).to(device)
     start = time.perf_counter()
-    sol = integrate(model, x0, return_trajectory=args.gif, **solver_kwargs(args))
+    kw = solver_kwargs(args)
+    fast = not args.eager and fast_path_applies(model, args.method, device) and "rtol" not in kw
+    if fast:
+        print("compiling and capturing the solve (once per model and batch shape)...")
+    sol = sample(model, x0, return_trajectory=args.gif, fast=fast, precision=args.precision, **kw)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -66,7 +78,8 @@ def run(args) -> int:
         save_trajectory_gif(prefix.with_suffix(".gif"), sol.trajectory)
     print(
         f"{args.num} samples, method {args.method}, NFE {sol.nfe}, {seconds:.3f} s "
-        f"(wall time of the ODE solve on {device}) -> {prefix.with_suffix('.npz')}"
+        f"(wall time of the ODE solve on {device}, {sampler_label(fast, args.precision)}) "
+        f"-> {prefix.with_suffix('.npz')}"
     )
     return 0
 
