@@ -11,8 +11,8 @@ import streamlit as st
 import torch
 
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
-from ecnf.export import image_grid
-from ecnf.fast import fast_path_applies, is_cached, sample, save_image_grid, save_trajectory_gif
+from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
+from ecnf.fast import fast_path_applies, is_cached, sample
 from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import nfe_per_step, solver_options
 from ecnf_display.budget import default_image_count, is_large

@@ -11,10 +11,11 @@ from plotly.subplots import make_subplots
 
 from ecnf import integrate, load_images, wasserstein2
 from ecnf.data import TOY_EXTENT, DatasetNotFoundError, to_model_range
-from ecnf.evaluation import BUDGETS, solver_grid, toy_sets
+from ecnf.evaluation import BUDGETS, image_feature_net, solver_grid, toy_sets
 from ecnf.export import image_grid
-from ecnf.metrics import CLASSIFIER_DATASETS, ClassifierFeatures, shipped_classifier_path
+from ecnf.metrics import CLASSIFIER_DATASETS
 from ecnf.metrics.images import feature_statistics, frechet_distance
+from ecnf.metrics.inception import default_inception_weights_path
 from ecnf_display.budget import is_large
 from ecnf_display.figures import add_point_cloud, log_axis, log_ticks
 from ecnf_display.labs import chord_deviation, straightness
@@ -44,8 +45,13 @@ def all_checkpoints() -> dict[str, str]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def feature_net(dataset: str) -> ClassifierFeatures:
-    return ClassifierFeatures(shipped_classifier_path(dataset))
+def feature_net(dataset: str):
+    """The shipped classifier of ``dataset``; else Inception-v3 (FID) when its weights are on
+    this machine; else ``None`` (only samples are shown)."""
+    if dataset in CLASSIFIER_DATASETS:
+        return image_feature_net(dataset)
+    weights = default_inception_weights_path()
+    return image_feature_net(dataset, weights) if weights.is_file() else None
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -70,9 +76,9 @@ def noise_and_judge(path: str, stamp: int, n: int, seed: int):
         return x0, lambda x: wasserstein2(x.cpu(), fresh), wasserstein2(other, fresh)
     x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
     dataset = meta["dataset"]
-    if dataset not in CLASSIFIER_DATASETS:
-        return x0, None, None
     net = feature_net(dataset)
+    if net is None:
+        return x0, None, None
     test, train = real_features(dataset, n)
     return x0, lambda x: fd(net.features(x.cpu()).numpy(), test), fd(train, test)
 
@@ -213,7 +219,7 @@ if rows.empty:
     st.info("No solver can spend these budgets exactly; add a budget divisible by 2 or 4.")
     st.stop()
 quality_name = f"W2 to fresh {meta['dataset']}" if is_2d else None
-if not is_2d and meta["dataset"] in CLASSIFIER_DATASETS:
+if not is_2d and feature_net(meta["dataset"]) is not None:
     quality_name = feature_net(meta["dataset"]).metric_prefix
 m1, m2, m3 = st.columns(3)
 m1.metric(
@@ -226,17 +232,28 @@ if sweep["floor"] is not None:
 
 st.subheader("Quality against NFE")
 if quality_name is None:
-    st.info(f"No shipped classifier judges `{meta['dataset']}` images; only samples are shown.")
+    st.info(
+        f"No shipped classifier judges `{meta['dataset']}` images, and no Inception-v3 weights "
+        f"are at `{default_inception_weights_path()}` for FID; only samples are shown."
+    )
 else:
     st.plotly_chart(quality_figure(rows, sweep["floor"], quality_name, adaptive), key="sl_quality")
-    how = (
-        f"exact W2 between {n} samples and {n} fresh data points; the floor is W2 between "
-        "two fresh data sets of the same size"
-        if is_2d
-        else f"Frechet distance in the features of the shipped {meta['dataset']} classifier "
-        f"({quality_name}, not FID) between {n} samples and {n} test images; the floor "
-        f"compares {n} training images with the same test images"
-    )
+    if is_2d:
+        how = (
+            f"exact W2 between {n} samples and {n} fresh data points; the floor is W2 between "
+            "two fresh data sets of the same size"
+        )
+    else:
+        features = (
+            "FID (Inception-v3 features)"
+            if quality_name == "FID"
+            else f"Frechet distance in the features of the shipped {meta['dataset']} "
+            f"classifier ({quality_name}, not FID)"
+        )
+        how = (
+            f"{features} between {n} samples and {n} test images; the floor compares {n} "
+            "training images with the same test images"
+        )
     st.caption(f"Lower is better: {how}. Noise seed {seed}.")
 
 st.subheader("Samples")

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_positive_int
+from ._checks import check_choice, check_positive_int
 from .checkpoint import checkpoint_info, load
 from .data import TOY_DATASETS, load_images, sample_toy, to_model_range
 from .metrics import mmd2, wasserstein2
@@ -243,11 +243,13 @@ def evaluate_image_checkpoint(
     batch_size: int = 250,
     device: str | torch.device = "cpu",
     fast: bool | None = None,
+    reference: str = "test",
 ) -> dict:
     """Image metrics of a checkpoint's samples against real test images, per solver and NFE.
 
     The noise comes from a generator seeded with ``seed``; the real images are a seeded
-    subset of the test split, and the floor compares them with training images. On CUDA
+    subset of the test split (``reference="train"``: of the training split, as CIFAR-10
+    FIDs are usually reported), and the floor compares test with training images. On CUDA
     the fixed-step rows sample through :func:`ecnf.fast.sample` (bf16, compiled, one CUDA
     graph; ``fast=False`` turns it off); the result's ``sampler`` says which path ran.
     """
@@ -262,9 +264,11 @@ def evaluate_image_checkpoint(
     shape = tuple(model.config.data_shape)
     test = load_images(data, root=data_root, train=False)
     train = load_images(data, root=data_root, train=True)
-    num_samples = min(num_samples, len(test))  # as many samples as real test images
+    check_choice("reference", reference, ("test", "train"))
+    pool = test if reference == "test" else train
+    num_samples = min(num_samples, len(pool))  # as many samples as real reference images
     g = torch.Generator().manual_seed(seed)
-    reference = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
+    real = to_model_range(pool[torch.randperm(len(pool), generator=g)[:num_samples]])
     noise = torch.randn((num_samples, *shape), generator=g)
 
     def sample(**kw) -> tuple[Tensor, int, float]:
@@ -284,9 +288,10 @@ def evaluate_image_checkpoint(
         )
     for label, steps, kw in plan:
         x, nfe, seconds = sample(**kw)
-        scores = evaluate_images(x, reference, net)
+        scores = evaluate_images(x, real, net)
         results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
-    floor = reference_statistics(test, train, net, sizes=(num_samples,), seed=seed)[0]
+    floor_size = min(num_samples, len(test), len(train))
+    floor = reference_statistics(test, train, net, sizes=(floor_size,), seed=seed)[0]
     device = torch.device(device)
     return {
         "path": str(path),
@@ -298,6 +303,8 @@ def evaluate_image_checkpoint(
         ),
         "data": data,
         "num_samples": num_samples,
+        "reference": reference,
+        "floor_size": floor_size,
         "seed": seed,
         "feature_net": net.name,
         "metrics": metric_names(net),

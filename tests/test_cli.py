@@ -257,6 +257,12 @@ def test_eval_on_images_names_the_feature_net(tmp_path, capsys):
     row = res["rows"][0]
     assert row["nfe"] == 4 and row["num_samples"] == 64 and 0 <= row["sample_entropy"] <= 1
     assert row["FD-DIGITS"] > res["floor"]["FD-DIGITS"]  # 3 training steps are not the data
+    assert (res["reference"], res["sampler"]) == ("test", "eager fp32")
+    argv = ["eval", ck, "-n", "64", "--steps", "1", "--json", "--device", "cpu"]
+    assert main([*argv, "--reference", "train"]) == 0
+    train = json.loads(capsys.readouterr().out)
+    assert train["reference"] == "train" and train["floor"] == res["floor"]
+    assert train["rows"][0]["FD-DIGITS"] != row["FD-DIGITS"]  # other real images
     missing = tmp_path / "none.pth"
     assert main(["eval", ck, "-n", "8", "--inception-weights", str(missing)]) == 2
     assert "none.pth" in capsys.readouterr().err

@@ -50,6 +50,13 @@ def add_eval_parser(sub) -> None:
         "classifier, whose metrics are named FD-FMNIST, FD-DIGITS...)",
     )
     e.add_argument("--data-root", help="folder with image data sets")
+    e.add_argument(
+        "--reference",
+        choices=["test", "train"],
+        default="test",
+        help="images: the real images compared with the samples (train: as CIFAR-10 FIDs are "
+        "usually reported, e.g. TorchCFM's 50,000 samples against the training set)",
+    )
     e.add_argument("--device", default="auto")
 
 
@@ -168,15 +175,18 @@ def _eval_images(args, info: dict, device) -> int:
         feature_net=net,
         data_root=args.data_root,
         device=device,
+        reference=args.reference,
     )
     if args.json:
         print(json.dumps(ev, default=float))
         return 0
     row, floor = ev["rows"][0], ev["floor"]
     print(
-        f"{ev['data']}: {args.num} samples, {row['method']}, NFE {row['nfe']}, "
-        f"features: {ev['feature_net']}"
+        f"{ev['data']}: {ev['num_samples']} samples against {ev['num_samples']} "
+        f"{ev['reference']} images, {row['method']}, NFE {row['nfe']}, "
+        f"features: {ev['feature_net']}, sampler: {ev['sampler']}"
     )
+    print(f"  (real vs real: {ev['floor_size']} test against {ev['floor_size']} training images)")
     for key in [*ev["metrics"].values(), "sample_entropy"]:
         print(f"  {key:<16} {row[key]:10.4f}   real vs real {floor[key]:10.4f}")
     return 0
