@@ -35,6 +35,7 @@ from .solvers import integrate
 __all__ = [
     "CHECKPOINT_NAME",
     "LOG_NAME",
+    "PREVIEW_FRAMES",
     "PREVIEW_SOLVER",
     "Run",
     "TrainingDiverged",
@@ -44,6 +45,8 @@ __all__ = [
 
 #: ``(method, steps)`` that :func:`ecnf.fit` samples its previews with (from fixed noise).
 PREVIEW_SOLVER = ("rk4", 10)
+#: Grid times of each preview's trajectory handed to ``Callback.on_preview_trajectory``.
+PREVIEW_FRAMES = 5
 #: The files a run writes into its ``out_dir``.
 CHECKPOINT_NAME, LOG_NAME = "checkpoint.safetensors", "metrics.jsonl"
 
@@ -273,11 +276,15 @@ class Run:
         self.step += 1
         return value, {k: v.float() for k, v in out.terms.items()}
 
-    def preview(self) -> Tensor:
-        """EMA samples from the fixed preview noise, with :data:`PREVIEW_SOLVER`."""
+    def preview(self) -> tuple[Tensor, Tensor, Tensor]:
+        """EMA samples from the fixed preview noise, with :data:`PREVIEW_SOLVER`, and the
+        trajectory at :data:`PREVIEW_FRAMES` evenly spaced grid times: ``(samples, times,
+        states)`` on the CPU, ``states`` of shape ``(PREVIEW_FRAMES, B, *dims)``."""
         method, steps = PREVIEW_SOLVER
         noise = self.preview_noise.to(self.device)
-        return integrate(self.ema, noise, method=method, steps=steps).x.cpu()
+        sol = integrate(self.ema, noise, method=method, steps=steps, return_trajectory=True)
+        shown = torch.linspace(0, steps, PREVIEW_FRAMES).round().long().unique()
+        return sol.x.cpu(), sol.times[shown.to(sol.x.device)].cpu(), sol.trajectory[shown].cpu()
 
     # ---- saving
 

@@ -30,6 +30,11 @@ class Callback:
     def on_preview(self, step: int, samples: Tensor) -> None:
         """Called every ``sample_every`` steps with EMA samples on the CPU."""
 
+    def on_preview_trajectory(self, step: int, times: Tensor, states: Tensor) -> None:
+        """Called right after :meth:`on_preview` with the same solve's states at a few grid
+        ``times`` (shape ``(T,)``), ``states`` of shape ``(T, B, *dims)`` on the CPU, from
+        noise at ``times[0] = 0`` to the samples at ``times[-1] = 1``."""
+
     def on_checkpoint(self, step: int, path: Path) -> None:
         """Called after a checkpoint is written."""
 

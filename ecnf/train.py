@@ -250,9 +250,10 @@ def fit(
                 if is_log:
                     meter.reset(step)
                 if run.main and config.sample_every and step % config.sample_every == 0:
-                    samples = run.preview()
+                    samples, times, states = run.preview()
                     for cb in callbacks:
                         cb.on_preview(step, samples)
+                        cb.on_preview_trajectory(step, times, states)
                 if is_ckpt and step < config.iterations:
                     saved_path = run.save("running", callbacks)
                 if _should_stop(run, interrupted, callbacks) and step < config.iterations:

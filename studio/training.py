@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _RUN = "train_run"
+TRAJECTORY_ROWS = 4  # preview samples whose trajectories the Train page shows
 _CHECKPOINTS = "session_checkpoints"
 
 
@@ -41,6 +42,7 @@ class Recorder(Callback):
         self.lock = threading.Lock()
         self.records: list[dict] = []
         self.preview: tuple[int, Tensor] | None = None
+        self.trajectory: tuple[int, Tensor, Tensor] | None = None
         self.start_step = 0
 
     def on_start(self, step: int, total_steps: int) -> None:
@@ -55,9 +57,18 @@ class Recorder(Callback):
         with self.lock:
             self.preview = (step, samples.clone())
 
+    def on_preview_trajectory(self, step: int, times: Tensor, states: Tensor) -> None:
+        with self.lock:
+            self.trajectory = (step, times.clone(), states[:, :TRAJECTORY_ROWS].clone())
+
     def snapshot(self) -> tuple[list[dict], tuple[int, Tensor] | None]:
         with self.lock:
             return list(self.records), self.preview
+
+    def latest_trajectory(self) -> tuple[int, Tensor, Tensor] | None:
+        """``(step, times, states)`` of the latest preview, for its first few samples."""
+        with self.lock:
+            return self.trajectory
 
 
 #: What to tell the user for each error fit may raise.

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import streamlit as st
 from helpers import metric, open_app
 from streamlit.testing.v1 import AppTest
 
@@ -155,3 +156,45 @@ def test_likelihood_lab_spread_follows_the_probes(studio):
     bpd = metric(at, "Bits per dimension")
     assert "±" in bpd and float(bpd.split()[0]) > 0
     assert int(metric(at, "NFE")) == 20  # rk4, 5 steps
+
+
+def test_train_on_images_shows_trajectory_previews(studio):
+    at = open_app(TRAIN)
+    at.selectbox(key="tr_data").set_value("digits").run()
+    at.radio(key="tr_arch").set_value("unet").run()
+    at.select_slider(key="tr_channels").set_value(8)
+    at.number_input(key="tr_steps").set_value(10)
+    at.select_slider(key="tr_batch").set_value(32)
+    at.number_input(key="tr_preview").set_value(5)
+    at.button(key="tr_start").click().run()
+    assert not at.exception, at.exception
+    wait_for_run(at)
+    assert not at.error, [e.value for e in at.error]
+    captions = [c.value for c in at.caption]
+    assert any("Trajectories of the EMA model at step 10" in c for c in captions), captions
+    assert any("t = 0.0, 0.2, 0.5, 0.8, 1.0" in c for c in captions)
+
+
+def test_the_cifar10_recipe_fills_the_form(studio, tmp_path, monkeypatch):
+    from test_data import _write_cifar
+
+    monkeypatch.setenv("ECNF_DATA", str(tmp_path / "none"))
+    at = open_app(TRAIN)
+    at.button(key="tr_cifar_recipe").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="tr_data").value == "cifar10"
+    assert any("not available" in e.value for e in at.error)  # and says how to get the data
+    assert at.button(key="tr_download").label.startswith("Download `cifar10` now")
+    _write_cifar(tmp_path / "data")  # a small archive in the real layout
+    monkeypatch.setenv("ECNF_DATA", str(tmp_path / "data"))
+    st.cache_data.clear()  # the page caches, for a minute, which data sets are missing
+    at = open_app(TRAIN)
+    at.button(key="tr_cifar_recipe").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert (
+        at.radio(key="tr_arch").value == "unet" and at.select_slider(key="tr_channels").value == 128
+    )
+    assert at.number_input(key="tr_ema").value == pytest.approx(0.9999)
+    assert at.number_input(key="tr_steps").value == 20_000
+    assert at.select_slider(key="tr_batch").value == 128
+    assert not at.button(key="tr_start").disabled

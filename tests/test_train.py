@@ -36,7 +36,7 @@ class StopAt(Callback):
 
 class Recorder(Callback):
     def __init__(self):
-        self.events, self.previews = [], []
+        self.events, self.previews, self.trajectories = [], [], []
 
     def on_start(self, step, total):
         self.events.append(("start", step, total))
@@ -46,6 +46,9 @@ class Recorder(Callback):
 
     def on_preview(self, step, samples):
         self.previews.append((step, samples))
+
+    def on_preview_trajectory(self, step, times, states):
+        self.trajectories.append((step, times, states))
 
     def on_end(self, step, reason):
         self.events.append(("end", step, reason))
@@ -182,6 +185,11 @@ def test_callbacks_logs_and_previews(tmp_path):
     assert logs[-1]["eta_s"] == 0
     assert [s for s, _ in rec.previews] == [3, 6]
     assert rec.previews[0][1].shape == (10, 2)
+    # each preview's trajectory: the same solve, from the fixed noise to those samples
+    step, times, states = rec.trajectories[-1]
+    torch.testing.assert_close(times, torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0]))
+    assert step == 6 and states.shape == (5, 10, 2) and torch.equal(states[-1], rec.previews[-1][1])
+    torch.testing.assert_close(states[0], rec.trajectories[0][2][0])  # the same noise each time
     lines = (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [2, 4, 6]
 
