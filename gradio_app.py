@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, 
 from ecnf.checkpoint import checkpoint_info
 from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
+from ecnf.fast import fast_path_applies, is_cached
+from ecnf.fast import sample as fast_sample
 from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
 from ecnf.shipped import imported_dir, preferred_image_checkpoint
 from ecnf.shipped import list_checkpoints as checkpoints
@@ -283,9 +286,35 @@ def _sample_images(path: str, solver: str, steps: int, count: int, seed: int) ->
     net = load_model(path)
     shape = tuple(net.config.data_shape)
     x0 = torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
-    for p in integrate_stream(net, x0.to(device()), method=solver, steps=steps, updates=FRAMES):
+    x0 = x0.to(device())
+    if fast_path_applies(net, solver):  # on CUDA: one captured solve, then its frames
+        yield from _fast_frames(net, x0, solver, steps)
+        return
+    for p in integrate_stream(net, x0, method=solver, steps=steps, updates=FRAMES):
         yield grid_image(p.x), None, f"t = {p.t:.2f}, {p.nfe} velocity evaluations so far"
     yield grid_image(p.x), grid_image(p.x), cost_line(solver, steps, p.nfe, p.seconds)
+
+
+def _fast_frames(net, x0: torch.Tensor, solver: str, steps: int) -> Iterator[tuple]:
+    """The CUDA fast path (:func:`ecnf.fast.sample`): the whole solve at once, then up to
+    ``FRAMES`` of its recorded states; the time excludes the one-off compilation."""
+    if not is_cached(net, tuple(x0.shape), solver, steps, trajectory=True):
+        yield None, None, "Compiling this solve for the GPU (once per model, count and steps)..."
+        fast_sample(net, x0, method=solver, steps=steps, return_trajectory=True)
+    torch.cuda.synchronize(x0.device)
+    start = time.perf_counter()
+    sol = fast_sample(net, x0, method=solver, steps=steps, return_trajectory=True)
+    torch.cuda.synchronize(x0.device)
+    seconds = time.perf_counter() - start
+    shown = torch.linspace(0, steps, min(steps + 1, FRAMES)).round().long().unique()
+    for k in shown.tolist():
+        t = k / steps
+        yield grid_image(sol.trajectory[k]), None, f"t = {t:.2f} (recorded by the fast path)"
+    info = (
+        cost_line(solver, steps, sol.nfe, seconds)
+        + "  \nSampled by `ecnf.fast` (bf16, compiled, CUDA graph)."
+    )
+    yield grid_image(sol.x), grid_image(sol.x), info
 
 
 # ---- training --------------------------------------------------------------------------------

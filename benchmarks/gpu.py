@@ -52,11 +52,23 @@ from torch import Tensor  # noqa: E402
 
 from ecnf.fast import FAST_TOLERANCE, FastSolver, difference  # noqa: E402
 from ecnf.nets import UNetConfig, build_model  # noqa: E402
+from ecnf.nets.torchcfm import TORCHCFM_CIFAR10, TorchCFMUNetConfig  # noqa: E402
 from ecnf.solvers import FIXED_METHODS, integrate, nfe_per_step  # noqa: E402
 
 __all__ = ["cifar_unet_config", "main", "markdown", "run"]
 
 Solve = Callable[[], Tensor]
+
+
+def torchcfm_config(quick: bool = False) -> TorchCFMUNetConfig:
+    """TorchCFM's released CIFAR-10 UNet (35.75M parameters, what `ecnf import torchcfm`
+    brings in); a tiny one of the same kind for ``quick``."""
+    if quick:
+        return TorchCFMUNetConfig(
+            num_channels=32, num_res_blocks=1, channel_mult=(1, 2), num_heads=2,
+            num_head_channels=16,
+        )  # fmt: skip
+    return TORCHCFM_CIFAR10
 
 
 def cifar_unet_config(quick: bool = False) -> UNetConfig:
@@ -150,7 +162,9 @@ def run(args: argparse.Namespace) -> dict:
     """Measure every variant; return the results as a JSON-ready dict."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = cifar_unet_config(args.quick)
+    config = (
+        torchcfm_config(args.quick) if args.arch == "torchcfm" else cifar_unet_config(args.quick)
+    )
     model = build_model(config).to(device).eval().requires_grad_(False)
     params = sum(p.numel() for p in model.parameters())
     x0 = torch.randn((args.batch, *config.data_shape), device=device)
@@ -319,7 +333,7 @@ def markdown(result: dict) -> str:
         + (f", CUDA {m['cuda']}" if m.get("cuda") else "")
         + f", {result['date']}. TF32: matmul {m['tf32_matmul']}, cuDNN {m['tf32_cudnn']}.",
         "",
-        f"UNet {result['model']['config']} ({result['model']['parameters'] / 1e6:.1f}M "
+        f"Network {result['model']['config']} ({result['model']['parameters'] / 1e6:.1f}M "
         f"parameters, random weights), batch {result['batch']}, {result['method']} "
         f"{result['steps']} steps (NFE {result['nfe']}), median of {result['repeats']} solves "
         "after warm-up. Speed-up is against `ecnf eager` fp32 in the same run; the difference "
@@ -350,6 +364,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu_results.json")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:1, or cpu")
     p.add_argument("--batch", type=int, default=None, help="default 256 (4 with --quick)")
+    p.add_argument(
+        "--arch",
+        choices=["ecnf", "torchcfm"],
+        default="ecnf",
+        help="ecnf: ECNF's CIFAR-10-sized UNet; torchcfm: TorchCFM's released CIFAR-10 UNet",
+    )
     p.add_argument("--method", default="euler", choices=list(FIXED_METHODS))
     p.add_argument("--steps", type=int, default=None, help="default 20 (2 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="default 5 (2 with --quick)")

@@ -71,7 +71,23 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoints, tmp_path_factory) -> Iterator[str]:
+def imported_dir(tmp_path_factory) -> Path:
+    """A folder holding one imported TorchCFM model (a small configuration, random weights),
+    written by the real import from a file in TorchCFM's released layout."""
+    from test_importers import SMALL_CONFIG, save_released_layout, torchcfm_net
+
+    from ecnf.importers import RELEASES, import_torchcfm
+
+    folder = tmp_path_factory.mktemp("imported")
+    pt = save_released_layout(folder / RELEASES["otcfm"].file, torchcfm_net())
+    out = folder / "cifar10_otcfm_torchcfm.safetensors"
+    import_torchcfm(pt, out, config=SMALL_CONFIG, release=RELEASES["otcfm"])
+    pt.unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, imported_dir, tmp_path_factory) -> Iterator[str]:
     """The studio's base URL; the server is stopped when the module's tests are done."""
     port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
@@ -84,7 +100,11 @@ def server(tiny_checkpoints, tmp_path_factory) -> Iterator[str]:
     ]  # fmt: skip
     # One torch thread: the tiny models gain nothing from two, and on a busy two-core
     # machine two threads wait on each other (a solve then takes 100 times longer).
-    env = os.environ | {"ECNF_CHECKPOINTS_DIR": str(tiny_checkpoints), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {
+        "ECNF_CHECKPOINTS_DIR": str(tiny_checkpoints),
+        "ECNF_IMPORTED_DIR": str(imported_dir),
+        "OMP_NUM_THREADS": "1",
+    }
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
@@ -289,3 +309,18 @@ def test_page_in_a_browser(server, page, js_errors, number, page_name, url_path)
     pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
     assert pixels.shape[0] >= VIEWPORT["height"] and pixels.shape[1] == VIEWPORT["width"]
     assert pixels.std() > 10, f"{path} looks blank (pixel std {pixels.std():.1f})"
+
+
+def test_an_imported_model_samples_in_a_browser(server, page, js_errors):
+    page.goto(f"{server}/images")
+    settle(page)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="imported/cifar10_otcfm_torchcfm").click()
+    settle(page)
+    assert page.get_by_text("Imported from TorchCFM").count() == 1
+    assert page.get_by_text("FID 3.5 reported by").count() == 1
+    assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
+    assert page.locator('[data-testid="stImage"] img').count() >= 2  # states and endpoints
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "imported_model.png"), full_page=True)
+    assert not js_errors, js_errors

@@ -236,3 +236,23 @@ def test_compute_runs_inside_spaces_gpu_when_spaces_is_installed(monkeypatch):
     assert entered == [("_sample_2d", 60)]
     # without spaces, the same names are the plain generator functions
     assert gradio_app._train_2d.__name__ == "_train_2d" and app._train_2d.__name__ == "held"
+
+
+def test_the_cuda_path_streams_the_recorded_trajectory(monkeypatch):
+    """The demo's fast-path branch, driven on a CPU: ecnf.fast.sample is eager here, and the
+    frames, the final grid and the cost line must come out as on a GPU."""
+    monkeypatch.setattr(gradio_app, "fast_path_applies", lambda net, method: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    path = str(SHIPPED / "images" / "digits_unet_fm.safetensors")
+    outputs = list(gradio_app._sample_images(path, "euler", 4, 4, 3))
+    assert outputs[0][2].startswith("Compiling this solve")  # said before the first solve
+    frames = outputs[1:-1]
+    assert [o[2] for o in frames] == [
+        f"t = {t:.2f} (recorded by the fast path)" for t in (0, 0.25, 0.5, 0.75, 1)
+    ]
+    _, samples, info = outputs[-1]
+    net = ecnf.load(path, device="cpu")
+    x0 = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    expected = gradio_app.grid_image(ecnf.integrate(net, x0, method="euler", steps=4).x)
+    assert np.array_equal(np.asarray(samples), np.asarray(expected))
+    assert "**NFE:** 4 (euler" in info and "Sampled by `ecnf.fast`" in info
