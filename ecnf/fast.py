@@ -16,11 +16,13 @@ meaning on every machine: the ODE solution, within :data:`FAST_TOLERANCE` of eag
 (:func:`difference`).
 Each :class:`FastSolver` is built (and compiled, and captured) once per model, batch shape,
 method and number of steps, and kept in a small cache; :func:`is_cached` tells a page
-whether the next call will compile.
+whether the next call will compile. Where compilation or capture fails, :func:`sample` warns
+once for that solve and samples eagerly in fp32 from then on.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -147,6 +149,7 @@ class FastSolver:
 
 
 _solvers: OrderedDict[tuple, FastSolver] = OrderedDict()
+_failed: set[tuple] = set()  # solves whose compilation or capture failed: eager from then on
 
 
 def _key(model: nn.Module, shape, method, steps, precision, trajectory) -> tuple:
@@ -218,11 +221,32 @@ def sample(
     steps = 10 if steps is None else steps
     precision = _resolve(precision)
     key = _key(model, x0.shape, method, steps, precision, return_trajectory)
+    if key in _failed:
+        return integrate(model, x0, method=method, steps=steps, return_trajectory=return_trajectory)
     solver = _solvers.get(key)
     if solver is None:
-        solver = FastSolver(
-            model, tuple(x0.shape), method, steps, precision=precision, trajectory=return_trajectory
-        )
+        try:
+            solver = FastSolver(
+                model,
+                tuple(x0.shape),
+                method,
+                steps,
+                precision=precision,
+                trajectory=return_trajectory,
+            )
+        except Exception as error:  # compile or capture failed: the eager path still works
+            if fast:
+                raise
+            _failed.add(key)
+            warnings.warn(
+                f"the CUDA fast path failed ({type(error).__name__}: {error}); sampling this "
+                "model eagerly in fp32 instead",
+                UserWarning,
+                stacklevel=2,
+            )
+            return integrate(
+                model, x0, method=method, steps=steps, return_trajectory=return_trajectory
+            )
         _solvers[key] = solver
         weakref.finalize(model, _solvers.pop, key, None)  # a freed model frees its solvers
         while len(_solvers) > _CACHE_SIZE:

@@ -1,5 +1,6 @@
 """The sampling path: exact eager fp32 on the CPU, and bf16 autocast within its stated bound."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,24 @@ def test_bf16_autocast_stays_within_the_stated_tolerance(unet, model):
     assert difference(fp32(x0).x, reference) <= FAST_TOLERANCE["fp32"]
     with pytest.raises(ValueError, match="x0 must have shape"):
         solver(x0[:2])
+
+
+def test_a_failing_fast_path_falls_back_to_eager(unet, monkeypatch):
+    """Where compilation or graph capture fails (a driver, a model torch.compile cannot
+    trace), sampling still works: eager fp32, with a warning, once per solve."""
+    import ecnf.fast as fast
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("capture failed")
+
+    monkeypatch.setattr(fast, "fast_path_applies", lambda model, method, device=None: True)
+    monkeypatch.setattr(fast, "FastSolver", broken)
+    x0 = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(UserWarning, match="fast path failed .*capture failed"):
+        out = fast.sample(unet, x0, method="euler", steps=2)
+    assert torch.equal(out.x, integrate(unet, x0, method="euler", steps=2).x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning for the same solve
+        fast.sample(unet, x0, method="euler", steps=2)
+    with pytest.raises(RuntimeError, match="capture failed"):
+        fast.sample(unet, x0, method="euler", steps=3, fast=True)  # required: no fallback
