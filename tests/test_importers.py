@@ -155,7 +155,7 @@ def test_errors_name_what_is_wrong(tmp_path, reference):
     with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
         read_torchcfm(tmp_path / "junk.pt", SMALL_CONFIG)
     with pytest.raises(ValueError, match="attention_resolutions"):
-        TorchCFMUNetConfig(attention_resolutions="7")
+        TorchCFMUNetConfig(attention_resolutions="64")
 
 
 def test_cli_imports_a_bare_state_dict_and_samples_it(tmp_path, reference, capsys):
@@ -342,3 +342,19 @@ def test_the_space_imports_at_start_unless_turned_off(monkeypatch):
     monkeypatch.setenv(gradio_app.IMPORT_AT_START, "none")
     gradio_app.import_at_start()
     assert calls == ["otcfm"]
+
+
+def test_torchcfms_mnist_example_imports_given_its_options(tmp_path):
+    from torchcfm.models.unet import UNetModel
+
+    torch.manual_seed(0)
+    theirs = UNetModel(dim=(1, 28, 28), num_channels=32, num_res_blocks=1).eval()  # as in
+    torch.save(theirs.state_dict(), tmp_path / "mnist.pt")  # TorchCFM's MNIST example
+    out = tmp_path / "mnist.safetensors"
+    options = ["--data-shape", "1", "28", "28", "--num-channels", "32", "--num-res-blocks", "1"]
+    options += ["--channel-mult", "1", "2", "2", "--num-heads", "1", "--num-head-channels", "-1"]
+    argv = ["import", "torchcfm", str(tmp_path / "mnist.pt"), "--out", str(out), "--dropout", "0"]
+    assert main([*argv, "--dataset", "mnist", *options]) == 0
+    x, t = torch.randn(2, 1, 28, 28), torch.rand(2)
+    with torch.no_grad():
+        torch.testing.assert_close(load(out, device="cpu")(x, t), theirs(t, x), rtol=0, atol=0)

@@ -92,9 +92,10 @@ class TorchCFMUNetConfig:
             resolutions = [int(r) for r in str(self.attention_resolutions).split(",")]
         except ValueError:
             resolutions = []
-        if not resolutions or any(r <= 0 or size % r for r in resolutions):
+        if not resolutions or any(not 0 < r <= size for r in resolutions):
+            # TorchCFM attends at downsampling factor size // r (28 // 16 = 1 for MNIST)
             raise ValueError(
-                "attention_resolutions must be comma-separated resolutions that divide the "
+                "attention_resolutions must be comma-separated resolutions between 1 and the "
                 f"image size {size}, got {self.attention_resolutions!r}"
             )
         self.attention_resolutions = ",".join(map(str, resolutions))
