@@ -35,8 +35,8 @@ from ecnf.export import image_grid
 from ecnf.fast import fast_path_applies, is_cached
 from ecnf.fast import sample as fast_sample
 from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
-from ecnf.shipped import imported_dir, preferred_image_checkpoint
 from ecnf.shipped import list_checkpoints as checkpoints
+from ecnf.shipped import list_imported, preferred_image_checkpoint
 from ecnf.solvers import FIXED_METHODS, nfe_per_step
 from ecnf.streams import fit_stream, integrate_stream
 from ecnf.train import PREVIEW_SOLVER, resolve_device
@@ -103,8 +103,7 @@ def _test_images(dataset: str) -> torch.Tensor:
 def image_models() -> dict[str, str]:
     """``{name: path}`` of the image models the demo offers: the shipped ones by name, then
     the imported ones (``python -m ecnf import``) as ``imported/NAME``."""
-    imported = {f"imported/{p.stem}": str(p) for p in sorted(imported_dir().glob("*.safetensors"))}
-    return checkpoints("images") | imported
+    return checkpoints("images") | {f"imported/{k}": v for k, v in list_imported().items()}
 
 
 def import_at_start() -> Path | None:

@@ -401,6 +401,7 @@ def fetch_release(
     config: TorchCFMUNetConfig = TORCHCFM_CIFAR10,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    weights: str = "ema_model",
     half: bool = False,
     command: str | None = None,
 ) -> Path:
@@ -413,7 +414,9 @@ def fetch_release(
         return target
     path = download_release(name, url=url, progress=progress)
     release = RELEASES[name]
-    return import_torchcfm(path, target, config=config, release=release, half=half, command=command)
+    return import_torchcfm(
+        path, target, config=config, weights=weights, release=release, half=half, command=command
+    )
 
 
 def release_reachable(name: str = "otcfm", timeout: float = 3.0) -> bool:

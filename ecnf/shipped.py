@@ -19,6 +19,7 @@ __all__ = [
     "image_checkpoints",
     "imported_dir",
     "list_checkpoints",
+    "list_imported",
     "preferred_image_checkpoint",
 ]
 
@@ -51,9 +52,12 @@ def image_checkpoints() -> dict[str, str]:
     """``{label: path}`` of every image model on this machine, as the studio and the demo list
     them: the shipped ones as ``images/NAME``, then the imported ones as ``imported/NAME``."""
     shipped = {f"images/{k}": v for k, v in list_checkpoints("images").items()}
-    folder = imported_dir()
-    imported = {f"imported/{p.stem}": str(p) for p in sorted(folder.glob("*.safetensors"))}
-    return shipped | imported
+    return shipped | {f"imported/{k}": v for k, v in list_imported().items()}
+
+
+def list_imported() -> dict[str, str]:
+    """``{name: path}`` of the checkpoints in :func:`imported_dir`, by name."""
+    return {p.stem: str(p) for p in sorted(imported_dir().glob("*.safetensors"))}
 
 
 def preferred_image_checkpoint(paths: dict[str, str]) -> str | None:

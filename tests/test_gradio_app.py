@@ -20,9 +20,8 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from gradio_client import Client
 from gradio_client.exceptions import AppError
-from helpers import free_port
+from helpers import demo_client, free_port
 from PIL import Image
 
 import ecnf
@@ -42,24 +41,8 @@ def client(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("ECNF_CHECKPOINTS_DIR", raising=False)  # the shipped models
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        demo = gradio_app.build_demo()
-        _, url, _ = demo.launch(
-            server_name="127.0.0.1",
-            server_port=free_port(),
-            prevent_thread_lock=True,
-            share=False,
-            quiet=True,
-            ssr_mode=False,
-        )
-        try:
-            yield Client(
-                url,
-                verbose=False,
-                analytics_enabled=False,
-                download_files=str(tmp_path_factory.mktemp("downloads")),
-            )
-        finally:
-            demo.close()
+        with demo_client(tmp_path_factory.mktemp("downloads")) as served:
+            yield served
 
 
 def test_build_demo_has_a_bounded_queue_and_the_three_endpoints(client):

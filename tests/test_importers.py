@@ -297,27 +297,14 @@ def test_the_labs_list_an_imported_model(imported, tmp_path, monkeypatch):
 
 
 def test_the_demo_samples_an_imported_model(imported, monkeypatch, tmp_path):
-    from gradio_client import Client
-    from helpers import free_port
+    from helpers import demo_client
     from PIL import Image
 
     import gradio_app
 
-    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = gradio_app.build_demo()
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        ssr_mode=False,
-    )
-    try:
-        client = Client(url, verbose=False, download_files=str(tmp_path / "dl"))
+    with demo_client(tmp_path / "dl") as client:
         name = "imported/cifar10_otcfm_torchcfm"
         _, samples, real, info = client.predict(name, "euler", 3, 4, 0, api_name="/sample_images")
-    finally:
-        demo.close()
     # 4 images of 16x16 tiled 2 x 2 with 2-pixel gaps: 38 px, enlarged to at most 480 px
     assert Image.open(samples).size == (456, 456) and real is None
     assert "**NFE:** 3 (euler" in info and "unavailable" in info  # no CIFAR-10 data here

@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either a TorchCFM FILE or --download NAME (one of them)")
     if args.url and not args.download:
         raise ValueError("--url is a mirror for --download")
+    if args.download and args.dataset != "cifar10":
+        raise ValueError("the released TorchCFM files are CIFAR-10 models: drop --dataset")
     config = _config(args)
     command = "python -m ecnf " + shlex.join(sys.argv[1:])
     if args.download:
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 url=args.url,
                 config=config,
                 out=args.out,
+                weights=args.weights,
                 half=args.half,
                 command=command,
             )
