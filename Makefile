@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-cpus lint format app clean
+.PHONY: install test test-cpus lint format app notebooks clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# the browser test drives a system Chromium, or Playwright's (downloaded here when none exists)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/browser.py --ensure
 	$(BIN)/python -m pytest
 
 # the suite under every CPU capability this machine has, with 1 and 2 threads
@@ -31,6 +33,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# executed copies of the course notebooks, solutions filled in (notebooks/executed/)
+notebooks: $(STAMP)
+	$(BIN)/python scripts/notebooks.py execute
 
 app: $(STAMP)
 	$(BIN)/streamlit run app.py --server.fileWatcherType none

@@ -49,7 +49,7 @@ from .nets import (
     config_from_dict,
     config_to_dict,
 )
-from .paths import PathSample, linear_path
+from .paths import PathSample, linear_path, marginal_log_prob, marginal_velocity, posterior_mean
 from .solvers import METHODS, ODESolution, integrate, time_grid
 from .train import FitResult, TrainingDiverged, fit
 
@@ -99,11 +99,14 @@ __all__ = [
     "log_prob",
     "make_reflow_pairs",
     "make_stream",
+    "marginal_log_prob",
+    "marginal_velocity",
     "mmd2",
     "ot_assignment",
     "ot_cfm_loss",
     "ot_coupling",
     "pairing_cost",
+    "posterior_mean",
     "read_checkpoint",
     "reflow_loss",
     "sample_toy",

@@ -67,7 +67,16 @@ def standard_normal_log_prob(x: Tensor) -> Tensor:
     return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * math.log(2 * math.pi))
 
 
-def divergence_exact(velocity: Velocity, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _track(x: Tensor, create_graph: bool) -> Tensor:
+    """``x`` as an input whose gradient autograd can take; kept in its graph when training."""
+    if create_graph and x.requires_grad:
+        return x
+    return x.detach().requires_grad_(True)
+
+
+def divergence_exact(
+    velocity: Velocity, x: Tensor, t: Tensor, *, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
     r"""Velocity and its exact divergence :math:`\sum_i \partial v_i / \partial x_i`.
 
     One backward pass per dimension: use for small dimension (2D, 8x8 images).
@@ -76,12 +85,14 @@ def divergence_exact(velocity: Velocity, x: Tensor, t: Tensor) -> tuple[Tensor, 
         velocity: ``(x, t) -> v``.
         x: shape ``(B, *dims)``.
         t: shape ``(B,)``.
+        create_graph: keep the graph of ``v`` and ``div`` (to differentiate them in turn,
+            e.g. to train on the likelihood); otherwise both come back detached.
 
     Returns:
         ``(v, div)`` of shapes ``(B, *dims)`` and ``(B,)``.
     """
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+        x = _track(x, create_graph)
         v = velocity(x, t)
         flat_v = v.flatten(1)
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -90,11 +101,15 @@ def divergence_exact(velocity: Velocity, x: Tensor, t: Tensor) -> tuple[Tensor, 
         dims = flat_v.shape[1]
         for i in range(dims):
             (g,) = torch.autograd.grad(
-                flat_v[:, i].sum(), x, retain_graph=i < dims - 1, allow_unused=True
+                flat_v[:, i].sum(),
+                x,
+                retain_graph=create_graph or i < dims - 1,
+                create_graph=create_graph,
+                allow_unused=True,
             )
             if g is not None:
                 div = div + g.flatten(1)[:, i]
-    return v.detach(), div
+    return (v, div) if create_graph else (v.detach(), div.detach())
 
 
 def sample_probes(
@@ -115,7 +130,7 @@ def sample_probes(
 
 
 def divergence_hutchinson(
-    velocity: Velocity, x: Tensor, t: Tensor, probes: Tensor
+    velocity: Velocity, x: Tensor, t: Tensor, probes: Tensor, *, create_graph: bool = False
 ) -> tuple[Tensor, Tensor]:
     r"""Velocity and Hutchinson's estimate :math:`\frac1k\sum_j \varepsilon_j^\top J \varepsilon_j`.
 
@@ -124,12 +139,13 @@ def divergence_hutchinson(
         x: shape ``(B, *dims)``.
         t: shape ``(B,)``.
         probes: shape ``(k, B, *dims)``, e.g. from :func:`sample_probes`.
+        create_graph: as for :func:`divergence_exact`.
 
     Returns:
         ``(v, div)`` of shapes ``(B, *dims)`` and ``(B,)``; ``div`` is unbiased.
     """
     with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+        x = _track(x, create_graph)
         v = velocity(x, t)
         div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         if not v.requires_grad:  # a field that does not depend on x
@@ -137,11 +153,16 @@ def divergence_hutchinson(
         k = probes.shape[0]
         for j in range(k):
             (g,) = torch.autograd.grad(
-                v, x, grad_outputs=probes[j], retain_graph=j < k - 1, allow_unused=True
+                v,
+                x,
+                grad_outputs=probes[j],
+                retain_graph=create_graph or j < k - 1,
+                create_graph=create_graph,
+                allow_unused=True,
             )
             if g is not None:
                 div = div + (g * probes[j]).flatten(1).sum(1)
-    return v.detach(), div / k
+    return (v, div / k) if create_graph else (v.detach(), div.detach() / k)
 
 
 def log_prob(
@@ -157,6 +178,7 @@ def log_prob(
     atol: float = 1e-5,
     source_log_prob: Callable[[Tensor], Tensor] = standard_normal_log_prob,
     generator: torch.Generator | None = None,
+    differentiable: bool = False,
 ) -> LikelihoodResult:
     r"""Log-density of ``x1`` under the flow, integrating data (t=1) back to noise (t=0).
 
@@ -171,6 +193,11 @@ def log_prob(
         rtol, atol: adaptive tolerances.
         source_log_prob: :math:`\log p_0`, standard normal by default.
         generator: random generator for the probes.
+        differentiable: keep the whole solve in autograd's graph, so that
+            ``result.log_prob`` can be differentiated with respect to the network's
+            parameters: maximum-likelihood training by simulation (Chen et al. 2018). It
+            costs memory in proportion to the number of solver evaluations; with an adaptive
+            method the step-size control is not differentiated.
 
     Returns:
         A :class:`LikelihoodResult`.
@@ -192,14 +219,15 @@ def log_prob(
     def augmented(state: Tensor, t: Tensor) -> Tensor:
         x = state[:, :dims].reshape(shape)
         if probes is None:
-            v, div = divergence_exact(velocity, x, t)
+            v, div = divergence_exact(velocity, x, t, create_graph=differentiable)
         else:
-            v, div = divergence_hutchinson(velocity, x, t, probes)
+            v, div = divergence_hutchinson(velocity, x, t, probes, create_graph=differentiable)
         return torch.cat([v.flatten(1), div[:, None]], dim=1)
 
-    state = torch.cat([x1.detach().flatten(1), x1.new_zeros(batch, 1)], dim=1)
+    start = x1 if differentiable else x1.detach()
+    state = torch.cat([start.flatten(1), x1.new_zeros(batch, 1)], dim=1)
     kw = solver_options(method, steps=steps, rtol=rtol, atol=atol)
-    sol = integrate(augmented, state, t0=1.0, t1=0.0, **kw)
+    sol = integrate(augmented, state, t0=1.0, t1=0.0, grad=differentiable, **kw)
     x0 = sol.x[:, :dims].reshape(shape)
     delta = sol.x[:, dims]
     lp0 = source_log_prob(x0)

@@ -11,7 +11,8 @@ copy:
 - :mod:`ecnf_display.playground`: fields on a grid, densities, predicted endpoints;
 - :mod:`ecnf_display.labs`: straightness of trajectories, repeated Hutchinson estimates;
 - :mod:`ecnf_display.cards`: model cards and result tables as Markdown;
-- :mod:`ecnf_display.ablations`: the seed paper's ablation tables over shipped models.
+- :mod:`ecnf_display.ablations`: the seed paper's ablation tables over shipped models;
+- :mod:`ecnf_display.course`: the check cell that follows each notebook exercise.
 
 Its extra dependencies (plotly, matplotlib) come with ``pip install ecnf[display]``. The
 direction of imports is one way: ``ecnf_display`` imports ``ecnf``, never the reverse.

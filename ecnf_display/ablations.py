@@ -1,63 +1,15 @@
-"""The seed paper's ablations, as ECNF trains and ships them.
+"""The seed paper's ablation tables over the shipped models.
 
-*Enhanced Continuous Normalizing Flows* (the seed paper) studies its velocity MLP in three
-tables: the baseline against a ResNet-enhanced network (Table 1); a deeper network and ReLU or
-Tanh instead of the adaptive activation (Table 2); and four optimiser settings, A-D, of
-learning rate, weight decay and EMA (Table 3). ECNF trains each on Fashion-MNIST (flattened
-28x28 images, flow matching) with the same budget: 15000 AdamW steps of batch 256, one seed.
-The runs are recorded by ``scripts/train_gpu_checkpoints.sh`` and ship in
-``checkpoints/ablations/``; their cards come from ``scripts/make_cards.py``.
-
-The values of the paper's configurations A-D are not reproduced in this repository, so the
-four settings here are ECNF's own spread around the paper's defaults (AdamW lr 2e-4, weight
-decay 1e-4, EMA 0.999), and the page and notebook say so.
+The configurations themselves (:data:`ABLATIONS`, :func:`ablations_dir`) are defined once, in
+:mod:`ecnf.ablations`; this module turns the evaluations saved beside their checkpoints into the
+rows of the studio's tables and the cards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from ecnf.shipped import checkpoints_dir
+from ecnf.ablations import ABLATIONS, Ablation, ablations_dir
 
 __all__ = ["ABLATIONS", "Ablation", "ablation_rows", "ablations_dir"]
-
-
-def ablations_dir() -> Path:
-    """Where the ablation checkpoints live: ``ablations/`` under :func:`checkpoints_dir`."""
-    return checkpoints_dir() / "ablations"
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """One configuration: the file stem, the paper table it belongs to, and what changed."""
-
-    name: str
-    table: int
-    label: str
-    change: str
-
-    @property
-    def path(self) -> Path:
-        return ablations_dir() / f"{self.name}.safetensors"
-
-
-_BASE = "VelocityMLP 512x3, adaptive activation, linear time embedding"
-_OPT = "lr 2e-4, weight decay 1e-4, EMA 0.999"
-
-#: Every configuration, in table order. ``baseline`` doubles as Table 3's configuration B.
-ABLATIONS: tuple[Ablation, ...] = (
-    Ablation("baseline", 1, "Baseline", f"{_BASE}; {_OPT}"),
-    Ablation("resnet", 1, "ResNet-enhanced", "ResNetVelocity, 3 residual blocks of width 512"),
-    Ablation("baseline", 2, "Baseline", f"{_BASE}; {_OPT}"),
-    Ablation("deeper", 2, "Deeper", "6 hidden layers instead of 3"),
-    Ablation("relu", 2, "ReLU", "ReLU instead of the adaptive activation"),
-    Ablation("tanh", 2, "Tanh", "Tanh instead of the adaptive activation"),
-    Ablation("config_a", 3, "A", "weight decay 0, no EMA (decay 0)"),
-    Ablation("baseline", 3, "B", _OPT + " (the paper's defaults)"),
-    Ablation("config_c", 3, "C", "lr 1e-3 (5x)"),
-    Ablation("config_d", 3, "D", "weight decay 1e-2 (100x), EMA 0.9999"),
-)
 
 
 def ablation_rows(

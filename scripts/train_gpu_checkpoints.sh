@@ -51,7 +51,9 @@ first)
     train fmnist_unet_fm "$SECONDS_BUDGET" "${UNET[@]}" --loss fm --iterations 200000 &
     train fmnist_unet_consistency "$SECONDS_BUDGET" "${UNET[@]}" --loss consistency \
         --coupling ot --fm-weight 1 --dt 0.01 --alpha 1 --iterations 200000 &
-    # The ablations all at once, each with the same step budget.
+    # The ablations all at once, each with the same iteration budget. ecnf.ablations defines
+    # them (the notebooks and the studio read it); tests/test_ablations.py checks that every
+    # shipped checkpoint's stored configuration equals that definition.
     ab() { train "ablation_$1" "$SECONDS_BUDGET" "${MLP[@]}" "${@:2}"; }
     ab baseline &
     ab deeper --depth 6 &

@@ -4,16 +4,17 @@ Every page is opened by its URL, its main control is used (train, move a slider.
 full-page screenshot is saved to ``$ECNF_SCREENSHOT_DIR`` (default ``tests/artifacts/
 screenshots/``, ignored by git). Each page must show a figure and no error or exception.
 
-The browser is Debian's ``chromium`` (``apt-get install chromium``), driven through
-Playwright's Python package (``pip install -r requirements.txt``); no browser is downloaded.
-Either one missing is a failure, not a skip: CI installs both. The server points at the tiny
-checkpoints of ``conftest.py`` so that a page renders in seconds on two CPU cores.
+The browser is the one ``scripts/browser.py`` finds (a system Chromium such as Debian's
+``chromium``, or Playwright's downloaded one, which ``make test`` fetches when there is no
+other), driven through Playwright's Python package (``pip install -r requirements.txt``).
+Either one missing is a failure, not a skip: CI installs Debian's Chromium. The server points
+at the tiny checkpoints of ``conftest.py`` so that a page renders in seconds on two CPU cores.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -50,24 +51,21 @@ ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 @pytest.fixture(scope="module", autouse=True)
 def chromium() -> str:
-    """Debian's Chromium (or ``$ECNF_CHROMIUM``), checked with Playwright before anything runs.
-
-    Either one missing fails the tests with what to install: CI installs both.
-    """
+    """The browser ``scripts/browser.py`` finds: ``$ECNF_CHROMIUM``, a system Chromium, or
+    Playwright's downloaded one. None of them fails the tests with what to install
+    (``make test`` downloads Playwright's when there is no other; CI installs Debian's)."""
     if sync_playwright is None:
         pytest.fail(
-            "Playwright is not installed: `pip install -r requirements.txt` (it pins playwright); "
-            "no `playwright install` is needed, the tests drive Debian's chromium",
+            "Playwright is not installed: `pip install -r requirements.txt` (it pins playwright)",
             pytrace=False,
         )
-    path = os.environ.get("ECNF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.fail(
-            f"no Chromium at {path}: install Debian's browser (`apt-get install chromium`, as "
-            "root; .ci/run does it) or point ECNF_CHROMIUM at a Chromium binary",
-            pytrace=False,
-        )
-    return path
+    spec = importlib.util.spec_from_file_location("browser", ROOT / "scripts" / "browser.py")
+    finder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finder)
+    path = finder.find_chromium()
+    if path is None:
+        pytest.fail(finder.MISSING, pytrace=False)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
