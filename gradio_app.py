@@ -37,7 +37,7 @@ from ecnf.fast import sample as fast_sample
 from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
 from ecnf.shipped import list_checkpoints as checkpoints
 from ecnf.shipped import list_imported, preferred_image_checkpoint
-from ecnf.solvers import FIXED_METHODS, nfe_per_step
+from ecnf.solvers import FIXED_METHODS, MEAN_FLOW_METHODS, nfe_per_step, supports_mean_flow
 from ecnf.streams import fit_stream, integrate_stream
 from ecnf.train import PREVIEW_SOLVER, resolve_device
 from ecnf_display.budget import default_image_count, evaluation_seconds, is_large
@@ -57,7 +57,8 @@ except ImportError:
 
 __all__ = ["build_demo"]
 
-SOLVERS = tuple(FIXED_METHODS)  # fixed steps: the cost of a request is known in advance
+# fixed steps: the cost of a request is known in advance; meanflow for the MeanFlow models
+SOLVERS = (*FIXED_METHODS, *MEAN_FLOW_METHODS)
 LOSSES = ("fm", "otcfm", "consistency")
 MAX_STEPS = 100  # solver steps
 MAX_POINTS = 2000  # 2D samples
@@ -143,6 +144,20 @@ def one_of(name: str, value, allowed) -> str:
     return value
 
 
+def solver_for(model: str, path, solver: str) -> str:
+    """``solver`` if it is offered and ``model`` can be sampled with it (the MeanFlow jump
+    needs a MeanFlow model)."""
+    solver = one_of("solver", solver, SOLVERS)
+    if solver in MEAN_FLOW_METHODS and not supports_mean_flow(
+        checkpoint_info(path)["metadata"].get("model") or {}
+    ):
+        raise refuse(
+            f"solver {solver!r} jumps with average velocities and needs a MeanFlow model "
+            f"(a name ending in _meanflow); {model} takes one time: choose an ODE solver"
+        )
+    return solver
+
+
 def shown_errors(fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
     """Turn the library's ``ValueError`` (bad arguments, a diverged run) into ``gr.Error``."""
 
@@ -182,7 +197,7 @@ def cost_line(solver: str, steps: int, nfe: int, seconds: float) -> str:
 def sample_2d(model: str, solver: str, steps, points, seed) -> Iterator[tuple]:
     """Stream a 2D flow from its source to its data; finish with W2 against fresh data."""
     path = checkpoints("2d").get(one_of("model", model, list(checkpoints("2d"))))
-    solver = one_of("solver", solver, SOLVERS)
+    solver = solver_for(model, path, solver)
     steps = whole("steps", steps, 1, MAX_STEPS)
     points = whole("points", points, 10, MAX_POINTS)
     seed = whole("seed", seed, 0, MAX_SEED)
@@ -215,7 +230,7 @@ def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple
     """Stream noise turning into images; finish with the samples beside real test images."""
     models = image_models()
     path = models.get(one_of("model", model, list(models)))
-    solver = one_of("solver", solver, SOLVERS)
+    solver = solver_for(model, path, solver)
     steps = whole("steps", steps, 1, MAX_STEPS)
     count = whole("images", count, 1, MAX_IMAGES)
     seed = whole("seed", seed, 0, MAX_SEED)

@@ -14,7 +14,7 @@ from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.fast import fast_path_applies, is_cached, sample
 from ecnf.shipped import preferred_image_checkpoint
-from ecnf.solvers import nfe_per_step, solver_options
+from ecnf.solvers import methods_for, nfe_per_step, solver_options
 from ecnf_display.budget import default_image_count, is_large
 from ecnf_display.playground import predicted_endpoints, speed_per_step, trajectory_velocities
 from studio import (
@@ -231,6 +231,7 @@ if described is not None:
         c1,
         c2,
         "img",
+        methods=methods_for(meta.get("model") or {}),
         max_steps=MAX_STEPS,
         steps_help="Cost grows with steps x images; on a CPU the largest settings take "
         "minutes for 28 x 28 models.",

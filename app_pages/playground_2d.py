@@ -24,7 +24,7 @@ from ecnf import (
 from ecnf.data import TOY_EXTENT
 from ecnf.evaluation import compare_to_data
 from ecnf.nets import ACTIVATIONS
-from ecnf.solvers import solver_options
+from ecnf.solvers import methods_for, solver_options
 from ecnf_display.figures import density_figure, field_figure, trajectory_figure
 from ecnf_display.playground import log_density_grid, velocity_on_grid
 from studio import (
@@ -258,7 +258,7 @@ def show_model(path: str, label: str) -> None:
         "training steps."
     )
     c1, c2, c3, c4 = st.columns(4)
-    method, steps, tol = solver_controls(c1, c2, "p2")
+    method, steps, tol = solver_controls(c1, c2, "p2", methods=methods_for(meta.get("model") or {}))
     n = c3.slider("Points", 200, 2000, 1000, step=100, key="p2_points")
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="p2_seed"))
     try:

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from ecnf import integrate, load_images, wasserstein2
 from ecnf.data import TOY_EXTENT, DatasetNotFoundError, to_model_range
-from ecnf.evaluation import BUDGETS, image_feature_net, solver_grid, toy_sets
+from ecnf.evaluation import BUDGETS, image_feature_net, solver_grid, stepped_methods, toy_sets
 from ecnf.export import image_grid
 from ecnf.metrics import CLASSIFIER_DATASETS
 from ecnf.metrics.images import feature_statistics, frechet_distance
@@ -19,6 +19,7 @@ from ecnf.metrics.inception import default_inception_weights_path
 from ecnf_display.budget import is_large
 from ecnf_display.figures import add_point_cloud, log_axis, log_ticks
 from ecnf_display.labs import chord_deviation, straightness
+from ecnf_display.leaderboard import shipped_leaderboard
 from studio import (
     TOLERANCES,
     checkpoint_meta,
@@ -89,7 +90,7 @@ def solver_sweep(path: str, stamp: int, budgets: tuple[int, ...], n: int, seed: 
     device = model_device(model)
     x0, judge, floor = noise_and_judge(path, stamp, n, seed)
     rows, samples = [], {}
-    for method, steps, nfe in solver_grid(budgets):
+    for method, steps, nfe in solver_grid(budgets, stepped_methods(model)):
         sol = integrate(model, x0.to(device), method=method, steps=steps, return_trajectory=True)
         trajectory = sol.trajectory.cpu()
         rows.append(
@@ -288,3 +289,13 @@ st.caption(
     "points, so coarse solvers always look straight: read the value at the largest NFE."
 )
 st.dataframe(rows.rename(columns={"quality": quality_name or "quality"}), hide_index=True)
+
+st.subheader("Few-step leaderboard of the shipped models")
+st.caption(
+    "Each objective's shipped model at exactly 1, 2 and 4 network evaluations, at its best "
+    "fixed-step solver for that budget, from the evaluations saved beside the checkpoints "
+    "(the same table as checkpoints/RESULTS.md). MeanFlow models jump with their average "
+    "velocity (solver `meanflow`); pick one above to sweep it live."
+)
+with st.expander("Show the leaderboard", expanded=False):
+    st.markdown(shipped_leaderboard())

@@ -171,6 +171,12 @@ class TrainConfig:
         check_choice("teacher_method", self.teacher_method, tuple(FIXED_METHODS))
         if self.loss.name == "reflow" and not self.teacher:
             raise ValueError("loss 'reflow' needs teacher=<checkpoint> to generate its pairs")
+        mean_flow = getattr(self.model, "mean_flow", None)
+        if self.loss.name == "meanflow" and not mean_flow:
+            raise ValueError(
+                "loss 'meanflow' trains average velocities u(x, t, r): build the network with "
+                "mean_flow=True (train --mean-flow; the CLI sets it for --loss meanflow)"
+            )
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict; :meth:`from_dict` inverts it."""

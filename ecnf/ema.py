@@ -82,5 +82,10 @@ class EMA(nn.Module):
         self.model.eval()
         return self
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.model(x, t)
+    @property
+    def config(self):
+        """The averaged network's configuration (so the EMA samples like the network)."""
+        return getattr(self.model, "config", None)
+
+    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+        return self.model(x, t) if r is None else self.model(x, t, r)

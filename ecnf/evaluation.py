@@ -27,7 +27,14 @@ from ._checks import check_choice, check_positive_int
 from .checkpoint import checkpoint_info, load
 from .data import TOY_DATASETS, load_images, sample_toy, to_model_range
 from .metrics import mmd2, wasserstein2
-from .solvers import FIXED_METHODS, integrate, nfe_per_step, solver_options
+from .solvers import (
+    FIXED_METHODS,
+    MEAN_FLOW_METHODS,
+    integrate,
+    nfe_per_step,
+    solver_options,
+    supports_mean_flow,
+)
 
 __all__ = [
     "ADAPTIVE",
@@ -41,6 +48,7 @@ __all__ = [
     "evaluate_image_checkpoint",
     "image_feature_net",
     "solver_grid",
+    "stepped_methods",
     "toy_sets",
 ]
 
@@ -61,6 +69,18 @@ def solver_grid(budgets=BUDGETS, methods=tuple(FIXED_METHODS)) -> list[tuple[str
         per_step = nfe_per_step(method)
         rows += [(method, nfe // per_step, nfe) for nfe in budgets if nfe % per_step == 0]
     return rows
+
+
+def stepped_methods(model: object) -> tuple[str, ...]:
+    """The fixed-step methods ``model`` is judged with: every ODE solver, and the MeanFlow jump
+    where the network takes two times (``mean_flow=True``).
+
+    Example:
+        >>> stepped_methods(lambda x, t: x)
+        ('euler', 'midpoint', 'heun', 'rk4')
+    """
+    extra = tuple(MEAN_FLOW_METHODS) if supports_mean_flow(model) else ()
+    return (*FIXED_METHODS, *extra)
 
 
 class ToySets(NamedTuple):
@@ -170,7 +190,8 @@ def evaluate_2d(
     sets = toy_sets(data, source, num_samples, seed)
     x0, fresh = sets.x0, sets.fresh
     results = []
-    for method, steps, _ in rows if rows is not None else solver_grid(budgets):
+    grid = solver_grid(budgets, stepped_methods(model))
+    for method, steps, _ in rows if rows is not None else grid:
         start = time.perf_counter()
         sol = integrate(model, x0, method=method, steps=steps)
         seconds = time.perf_counter() - start
@@ -280,7 +301,8 @@ def evaluate_image_checkpoint(
         return torch.cat(out), nfe, time.perf_counter() - start
 
     results = []
-    plan = [(m, s, solver_options(m, steps=s)) for m, s, _ in (rows or IMAGE_ROWS)]
+    default_rows = solver_grid(methods=stepped_methods(model))
+    plan = [(m, s, solver_options(m, steps=s)) for m, s, _ in (rows or default_rows)]
     if adaptive:
         method, tol = ADAPTIVE
         plan.append(

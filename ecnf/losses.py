@@ -1,4 +1,5 @@
-r"""Training objectives: flow matching, OT-CFM, reflow and the velocity consistency loss.
+r"""Training objectives: flow matching, OT-CFM, reflow, the velocity consistency loss and
+MeanFlow.
 
 All losses take a velocity field ``velocity(x, t) -> v`` (a network), a noise batch ``x0``
 and a data batch ``x1`` of the same shape ``(B, *dims)``, and average squared errors over
@@ -22,19 +23,26 @@ from .solvers import integrate
 
 __all__ = [
     "LOSSES",
+    "TIME_SAMPLINGS",
     "LossConfig",
     "LossOutput",
     "compute_loss",
     "consistency_loss",
     "flow_matching_loss",
     "make_reflow_pairs",
+    "meanflow_loss",
+    "meanflow_target",
     "ot_cfm_loss",
     "reflow_loss",
+    "sample_times",
 ]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
-LOSSES = ("fm", "otcfm", "reflow", "consistency")
+LOSSES = ("fm", "otcfm", "reflow", "consistency", "meanflow")
+#: How training times are drawn: uniform on [0, 1), or logit-normal (the logistic of a normal
+#: with mean ``time_mu`` and standard deviation ``time_sigma``; Esser et al. 2024, SD3).
+TIME_SAMPLINGS = ("uniform", "logit_normal")
 
 
 @dataclass
@@ -59,6 +67,14 @@ class LossConfig:
         num_segments: number of time segments of the consistency loss.
         fm_weight: weight of a flow matching term added to the consistency loss.
         coupling: coupling used by ``consistency`` (``independent`` or ``ot``).
+        time_sampling: how training times are drawn, one of :data:`TIME_SAMPLINGS`.
+        time_mu, time_sigma: the normal behind ``logit_normal`` sampling (in ECNF's direction
+            of time, noise at 0: a positive ``time_mu`` puts more times near the data).
+        interval_share: ``meanflow``: the share of pairs with ``r != t`` (the others train the
+            instantaneous velocity, as flow matching does).
+        adaptive_power, adaptive_eps: ``meanflow``'s adaptive weighting: each sample's squared
+            error ``e`` is weighted by ``1 / (e + eps) ** power`` (stopped gradient); power 0
+            is the plain mean squared error.
     """
 
     name: str = "fm"
@@ -68,10 +84,26 @@ class LossConfig:
     num_segments: int = 1
     fm_weight: float = 0.0
     coupling: str = "independent"
+    time_sampling: str = "uniform"
+    time_mu: float = 0.0
+    time_sigma: float = 1.0
+    interval_share: float = 0.25
+    adaptive_power: float = 1.0
+    adaptive_eps: float = 1e-3
 
     def __post_init__(self) -> None:
         check_choice("loss", self.name, LOSSES)
         check_choice("coupling", self.coupling, ("independent", "ot"))
+        check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
+        if not self.time_sigma > 0:
+            raise ValueError(f"time_sigma must be > 0, got {self.time_sigma!r}")
+        if not 0 <= self.interval_share <= 1:
+            raise ValueError(f"interval_share must be in [0, 1], got {self.interval_share!r}")
+        if not self.adaptive_power >= 0 or not self.adaptive_eps > 0:
+            raise ValueError(
+                "adaptive_power must be >= 0 and adaptive_eps > 0, got "
+                f"{self.adaptive_power!r} and {self.adaptive_eps!r}"
+            )
         check_positive_int("num_segments", self.num_segments)
         for name in ("sigma", "alpha", "fm_weight"):
             if not getattr(self, name) >= 0:
@@ -85,10 +117,30 @@ class LossConfig:
     @property
     def uses_ot(self) -> bool:
         """Whether the objective re-pairs each batch by minibatch OT."""
-        return self.name == "otcfm" or (self.name == "consistency" and self.coupling == "ot")
+        return self.name == "otcfm" or (
+            self.name in ("consistency", "meanflow") and self.coupling == "ot"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def sample_times(
+    batch: int,
+    *,
+    like: Tensor,
+    sampling: str = "uniform",
+    mu: float = 0.0,
+    sigma: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Training times in ``[0, 1)``, shape ``(batch,)``: uniform, or logit-normal (the
+    logistic function of ``N(mu, sigma^2)``), on ``like``'s device and dtype."""
+    check_choice("time_sampling", sampling, TIME_SAMPLINGS)
+    if sampling == "uniform":
+        return sample_t(batch, like=like, generator=generator)
+    z = torch.randn(batch, device=like.device, dtype=like.dtype, generator=generator)
+    return torch.sigmoid(mu + sigma * z)
 
 
 def _mse(a: Tensor, b: Tensor) -> Tensor:
@@ -240,6 +292,111 @@ def consistency_loss(
     return LossOutput(loss, {"vel": l_vel.detach(), "path": l_path.detach()})
 
 
+def meanflow_target(
+    model: Callable[..., Tensor], x: Tensor, t: Tensor, r: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""The network's average velocity at ``(x, t, r)`` and its MeanFlow target.
+
+    Returns ``(u, target)`` with ``u = model(x, t, r)`` (in autograd's graph) and the detached
+    ``target = v + (r - t) du/dt``, where ``du/dt = (grad_x u) v + d_t u`` is the derivative
+    along the velocity ``v``, one forward-mode Jacobian-vector product (see
+    :func:`meanflow_loss`).
+    """
+
+    def u_at(y: Tensor, start: Tensor) -> Tensor:
+        return model(y, start, r)
+
+    u, du_dt = torch.func.jvp(u_at, (x, t), (v, torch.ones_like(t)))
+    return u, (v + expand_t(r - t, x) * du_dt).detach()
+
+
+def meanflow_loss(
+    model: Callable[..., Tensor],
+    x0: Tensor,
+    x1: Tensor,
+    *,
+    interval_share: float = 0.25,
+    adaptive_power: float = 1.0,
+    adaptive_eps: float = 1e-3,
+    times: tuple[Tensor, Tensor] | None = None,
+    time_sampling: str = "uniform",
+    time_mu: float = 0.0,
+    time_sigma: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    r"""The MeanFlow objective: regress the average velocity over an interval.
+
+    MeanFlow (Geng et al. 2025, "Mean Flows for One-step Generative Modeling",
+    arXiv:2505.13447) learns :math:`u(x, t, r)`, the average velocity of the flow between
+    times :math:`t` and :math:`r`, so that one step :math:`x_r = x_t + (r - t)\, u(x_t, t, r)`
+    follows the flow over the whole interval.
+
+    **Time conventions.** The paper puts data at :math:`\tau = 0` and noise at :math:`\tau = 1`
+    (:math:`z_\tau = (1 - \tau) x + \tau \varepsilon`) and integrates from :math:`\tau = t_p`
+    down to :math:`r_p < t_p`. ECNF puts noise at 0 and data at 1, so :math:`t = 1 - t_p`,
+    :math:`r = 1 - r_p`, with :math:`t < r`, and ECNF's velocity :math:`x_1 - x_0` is minus the
+    paper's. In ECNF's direction, with :math:`x_s` a trajectory of the flow,
+
+    .. math:: (r - t)\, u(x_t, t, r) = \int_t^r v(x_s, s)\, ds .
+
+    Differentiating in the start time :math:`t` (the point :math:`x_t` moving with the flow,
+    :math:`r` fixed) gives :math:`-u + (r - t) \frac{d}{dt} u = -v`, the MeanFlow identity
+
+    .. math:: u(x_t, t, r) = v(x_t, t) + (r - t)\, \frac{d}{dt} u(x_t, t, r), \qquad
+        \frac{d}{dt} u = (\nabla_x u)\, v + \partial_t u ,
+
+    which is the paper's eq. 6 after the change of variables (both signs flip). The total
+    derivative is one Jacobian-vector product of the network with tangent :math:`(v, 1, 0)` in
+    :math:`(x, t, r)` (``torch.func.jvp``). As in the paper, :math:`v` is the conditional
+    velocity :math:`x_1 - x_0` of the straight path, the target is
+
+    .. math:: u_{tgt} = \operatorname{sg}\big(v + (r - t)\, \tfrac{d}{dt} u_\theta\big),
+
+    and each sample's squared error :math:`e = \lVert u_\theta - u_{tgt} \rVert^2` (averaged
+    over dimensions here) is weighted adaptively by :math:`\operatorname{sg}(1 / (e + c)^p)`
+    (the paper's :math:`p = 1`, :math:`c = 10^{-3}`). With :math:`r = t` the target is
+    :math:`v` and, unweighted (:math:`p = 0`), the loss is flow matching's.
+
+    Arguments:
+        model: a network ``(x, t, r) -> u`` (built with ``mean_flow=True``).
+        x0: noise, shape ``(B, *dims)``.
+        x1: data, shape ``(B, *dims)``.
+        interval_share: the share of pairs given ``r != t``; the others get ``r = t`` (the
+            paper finds 25% best).
+        adaptive_power, adaptive_eps: :math:`p` and :math:`c` of the weighting.
+        times: ``(t, r)`` with ``t <= r``, each of shape ``(B,)``; drawn when ``None``: two
+            times from ``time_sampling``, ordered, then ``r = t`` for the share not given an
+            interval.
+        time_sampling, time_mu, time_sigma: see :func:`sample_times`.
+        generator: random generator for the times.
+
+    Returns:
+        :class:`LossOutput`; its term ``meanflow`` is the unweighted mean squared error.
+    """
+    check_same_shape("x0", x0, "x1", x1)
+    batch = x0.shape[0]
+    if times is None:
+        draw = {"like": x0, "sampling": time_sampling, "mu": time_mu, "sigma": time_sigma}
+        a = sample_times(batch, generator=generator, **draw)
+        b = sample_times(batch, generator=generator, **draw)
+        t, r = torch.minimum(a, b), torch.maximum(a, b)
+        keep = torch.rand(batch, device=x0.device, generator=generator) < interval_share
+        r = torch.where(keep, r, t)
+    else:
+        t, r = times
+        if t.shape != (batch,) or r.shape != (batch,):
+            raise ValueError(f"times must be two tensors of shape ({batch},)")
+        if bool((r < t).any()):
+            raise ValueError("times must satisfy t <= r (ECNF's time runs from noise to data)")
+    v = x1 - x0
+    xt = torch.addcmul(x0, expand_t(t, x0), v)
+    u, target = meanflow_target(model, xt, t, r, v)
+    error = (u - target).pow(2).flatten(1).mean(1)  # (B,)
+    weight = (error.detach() + adaptive_eps).pow(-adaptive_power)
+    loss = (weight * error).mean()
+    return LossOutput(loss, {"meanflow": error.mean().detach()})
+
+
 def compute_loss(
     config: LossConfig,
     velocity: Velocity,
@@ -258,6 +415,30 @@ def compute_loss(
     :class:`ecnf.prefetch.CoupledBatches`), so no coupling is solved here.
     """
     kw = {"sigma": config.sigma, "generator": generator}
+    if config.time_sampling != "uniform" and config.name != "meanflow":
+        kw["t"] = sample_times(
+            x0.shape[0],
+            like=x0,
+            sampling=config.time_sampling,
+            mu=config.time_mu,
+            sigma=config.time_sigma,
+            generator=generator,
+        )
+    if config.name == "meanflow":
+        if not paired and config.coupling == "ot":
+            x0, x1 = couple(x0, x1, "ot")
+        return meanflow_loss(
+            velocity,
+            x0,
+            x1,
+            interval_share=config.interval_share,
+            adaptive_power=config.adaptive_power,
+            adaptive_eps=config.adaptive_eps,
+            time_sampling=config.time_sampling,
+            time_mu=config.time_mu,
+            time_sigma=config.time_sigma,
+            generator=generator,
+        )
     if config.name == "fm":
         loss = flow_matching_loss(velocity, x0, x1, **kw)
         return LossOutput(loss, {"fm": loss.detach()})
@@ -277,6 +458,7 @@ def compute_loss(
         alpha=config.alpha,
         dt=config.dt,
         num_segments=config.num_segments,
+        t=kw.get("t"),
         generator=generator,
     )
     if config.fm_weight > 0:

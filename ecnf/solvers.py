@@ -23,12 +23,15 @@ from ._checks import check_choice, check_finite, check_positive_int
 __all__ = [
     "ADAPTIVE_METHODS",
     "FIXED_METHODS",
+    "MEAN_FLOW_METHODS",
     "METHODS",
     "ODESolution",
     "integrate",
     "is_fixed_step",
+    "methods_for",
     "nfe_per_step",
     "solver_options",
+    "supports_mean_flow",
     "time_grid",
     "uniform_grid",
 ]
@@ -40,7 +43,32 @@ StepCallback = Callable[[int, float, Tensor], None]
 FIXED_METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 #: Adaptive methods delegated to torchdiffeq (embedded Runge-Kutta pairs).
 ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-METHODS: tuple[str, ...] = (*FIXED_METHODS, *ADAPTIVE_METHODS)
+#: Methods for networks of average velocities ``u(x, t, r)`` (MeanFlow, ``mean_flow=True``):
+#: each step jumps ``x_r = x_t + (r - t) u(x_t, t, r)`` over one interval of the grid.
+MEAN_FLOW_METHODS: dict[str, int] = {"meanflow": 1}
+_STEPPED: dict[str, int] = {**FIXED_METHODS, **MEAN_FLOW_METHODS}
+METHODS: tuple[str, ...] = (*FIXED_METHODS, *ADAPTIVE_METHODS, *MEAN_FLOW_METHODS)
+
+
+def supports_mean_flow(model: object) -> bool:
+    """Whether ``model`` is a network of average velocities (built with ``mean_flow=True``);
+    ``model`` may also be its configuration as a dict (a checkpoint's ``metadata["model"]``)."""
+    if isinstance(model, dict):
+        return bool(model.get("mean_flow", False))
+    return bool(getattr(getattr(model, "config", None), "mean_flow", False))
+
+
+def methods_for(model: object) -> tuple[str, ...]:
+    """The methods of :data:`METHODS` that can sample ``model``: every ODE solver, and the
+    MeanFlow jump where the network supports it (its ``r = t`` is an ordinary velocity).
+
+    Example:
+        >>> "meanflow" in methods_for(lambda x, t: x)
+        False
+    """
+    if supports_mean_flow(model):
+        return METHODS
+    return tuple(m for m in METHODS if m not in MEAN_FLOW_METHODS)
 
 
 class ODESolution:
@@ -82,16 +110,17 @@ class ODESolution:
 
 
 def nfe_per_step(method: str) -> int:
-    """Velocity evaluations per step of a fixed-step ``method`` (1 for Euler, 4 for RK4).
+    """Velocity evaluations per step of a fixed-step ``method`` (1 for Euler, 4 for RK4, 1 for
+    a MeanFlow jump).
 
     The one source of a fixed-step solve's cost: ``steps * nfe_per_step(method)``.
 
     Example:
-        >>> [nfe_per_step(m) for m in ("euler", "midpoint", "heun", "rk4")]
-        [1, 2, 2, 4]
+        >>> [nfe_per_step(m) for m in ("euler", "midpoint", "heun", "rk4", "meanflow")]
+        [1, 2, 2, 4, 1]
     """
-    check_choice("method", method, FIXED_METHODS)
-    return FIXED_METHODS[method]
+    check_choice("method", method, _STEPPED)
+    return _STEPPED[method]
 
 
 def is_fixed_step(method: str) -> bool:
@@ -102,7 +131,7 @@ def is_fixed_step(method: str) -> bool:
         (True, False)
     """
     check_choice("method", method, METHODS)
-    return method in FIXED_METHODS
+    return method in _STEPPED
 
 
 def solver_options(
@@ -209,6 +238,8 @@ def integrate(
 ) -> ODESolution:
     r"""Integrate :math:`dx/dt = v(x, t)` from ``x0``.
 
+    ``meanflow`` steps along the grid by jumps with a network of average velocities
+    (:func:`ecnf.losses.meanflow_loss`): ``x <- x + (t' - t) u(x, t, t')``, one evaluation each.
     Fixed-step methods (``euler``, ``midpoint``, ``heun``, ``rk4``; orders 1, 2, 2, 4) step
     along ``times`` or a uniform grid of ``steps`` steps from ``t0`` to ``t1``. Adaptive
     methods (``dopri5`` and the other embedded pairs of torchdiffeq) choose their own steps
@@ -249,7 +280,7 @@ def integrate(
         check_finite("x0", x0)
     if times is None:
         if steps is None:
-            steps = 10 if method in FIXED_METHODS else 1
+            steps = 10 if method in _STEPPED else 1
         # Python floats: no tensor and no device round trip per solve (so a whole solve can
         # be captured in a CUDA graph); the returned times are built when first read
         times = grid = uniform_grid(steps, t0, t1)
@@ -257,12 +288,19 @@ def integrate(
         if steps is not None:
             raise ValueError("give either steps or times, not both")
         times, grid = _check_times(times, x0)
-    if method not in FIXED_METHODS:
+    mean_flow = method in MEAN_FLOW_METHODS
+    if mean_flow and isinstance(velocity, torch.nn.Module) and not supports_mean_flow(velocity):
+        raise ValueError(
+            f"method {method!r} jumps with average velocities u(x, t, r): it needs a "
+            f"network built with mean_flow=True, and this {type(velocity).__name__} "
+            "takes one time; use an ODE solver (euler, rk4, dopri5, ...)"
+        )
+    if method not in _STEPPED:
         for name, tol in (("rtol", rtol), ("atol", atol)):
             if not tol > 0:
                 raise ValueError(f"{name} must be > 0, got {tol!r}")
     with torch.set_grad_enabled(grad):
-        if method in FIXED_METHODS:
+        if method in _STEPPED:
             return _integrate_fixed(velocity, x0, times, grid, method, return_trajectory, callback)
         if not torch.is_tensor(times):
             times = torch.tensor(times, dtype=x0.dtype, device=x0.device)
@@ -301,6 +339,9 @@ def _integrate_fixed(
         t, h = grid[i], grid[i + 1] - grid[i]
         if method == "euler":
             x = add(x, v(x, t), alpha=h)
+        elif method == "meanflow":  # one jump over [t, t + h] with the average velocity
+            end = x.new_full((batch,), grid[i + 1])
+            x = add(x, velocity(x, x.new_full((batch,), t), end), alpha=h)
         elif method == "midpoint":
             x = add(x, v(add(x, v(x, t), alpha=0.5 * h), t + 0.5 * h), alpha=h)
         elif method == "heun":
@@ -317,7 +358,7 @@ def _integrate_fixed(
             trajectory[i + 1] = x
         if callback is not None:
             callback(i + 1, grid[i + 1], x)
-    nfe = FIXED_METHODS[method] * (len(grid) - 1)
+    nfe = _STEPPED[method] * (len(grid) - 1)
     return ODESolution(x=x, nfe=nfe, times=times, trajectory=trajectory)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from ._checks import check_choice, check_positive_int
 from .callbacks import Callback, StopOnEvent
 from .config import TrainConfig
-from .solvers import FIXED_METHODS, integrate, uniform_grid
+from .solvers import FIXED_METHODS, MEAN_FLOW_METHODS, integrate, uniform_grid
 from .train import FitResult, fit
 
 __all__ = ["SolverProgress", "TrainEvent", "fit_stream", "integrate_stream"]
@@ -91,7 +91,7 @@ def integrate_stream(
         >>> torch.equal(updates[-1].x, integrate(lambda x, t: -x, x0, method="rk4", steps=8).x)
         True
     """
-    check_choice("method", method, FIXED_METHODS)
+    check_choice("method", method, (*FIXED_METHODS, *MEAN_FLOW_METHODS))
     check_positive_int("steps", steps)
     if updates is not None:
         check_positive_int("updates", updates)

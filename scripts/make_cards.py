@@ -27,6 +27,7 @@ from ecnf.checkpoint import checkpoint_info  # noqa: E402
 from ecnf.evaluation import evaluate_2d, evaluate_image_checkpoint  # noqa: E402
 from ecnf_display.ablations import ablation_rows  # noqa: E402
 from ecnf_display.cards import render_card, render_image_card, results_table  # noqa: E402
+from ecnf_display.leaderboard import shipped_leaderboard  # noqa: E402
 
 FOLDERS = ("2d", "images", "ablations")
 
@@ -150,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, ev in image_evaluations.items():
             text += _image_section(name, ev)
         text += _ablation_section(ablation_evaluations)
+        text += [
+            "## Few-step leaderboard",
+            "",
+            "Every objective's shipped model per data set at 1, 2 and 4 network evaluations "
+            "(`ecnf_display.leaderboard`; the Solver lab shows the same table).",
+            "",
+            shipped_leaderboard(),
+        ]
         (ROOT / "checkpoints" / "RESULTS.md").write_text("\n".join(text))
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Trains and exports the shipped 2D checkpoints (gaussian -> each target, FM and OT-CFM, plus
-# the velocity consistency loss on moons). Each run records its exact command in its
+# Trains and exports the shipped 2D checkpoints (gaussian -> each target, FM, OT-CFM and
+# MeanFlow, plus the velocity consistency loss on moons). Each run records its exact command in its
 # checkpoint; an interrupted run is resumed when the script is started again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +25,7 @@ for target in moons 8gaussians checkerboard 2spirals swissroll; do
     done
 done
 train moons_consistency --data moons --loss consistency --coupling ot --fm-weight 1 --dt 0.01 --alpha 1
+# MeanFlow (average velocities, one-step sampling) at the same budget, for the few-step leaderboard
+for target in moons 8gaussians checkerboard 2spirals swissroll; do
+    train "${target}_meanflow" --data "$target" --loss meanflow
+done

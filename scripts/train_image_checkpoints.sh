@@ -21,6 +21,10 @@ train() {  # name, training arguments...
 train digits_unet_fm --data digits --model unet --loss fm --iterations 4000 --batch-size 128 \
     --lr 1e-3 --warmup 200 --lr-schedule cosine --checkpoint-every 500 --log-every 50 \
     --sample-every 1000 --device cpu
+# MeanFlow on the same UNet and budget (one-step sampling with the average velocity)
+train digits_unet_meanflow --data digits --model unet --loss meanflow --iterations 4000 \
+    --batch-size 128 --lr 1e-3 --warmup 200 --lr-schedule cosine --checkpoint-every 250 \
+    --log-every 50 --sample-every 1000 --device cpu
 
 # Fashion-MNIST: the shipped UNet, its reflow student and the seed-paper ablations come from
 # scripts/train_gpu_checkpoints.sh (trained on a GPU; each card records the command and budget).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from ecnf.solvers import METHODS, is_fixed_step
+from ecnf.solvers import MEAN_FLOW_METHODS, METHODS, is_fixed_step
 from ecnf_display.pictures import enlarged
 
 __all__ = [
@@ -68,18 +68,36 @@ def solver_controls(
     *,
     max_steps: int = 100,
     steps_help: str | None = None,
+    methods: tuple[str, ...] | None = None,
 ) -> tuple[str, int | None, float | None]:
     """The solver picker, then its step count (fixed methods) or tolerance (adaptive ones).
+
+    ``methods`` are those the model supports (:func:`ecnf.solvers.methods_for`); by default
+    the ODE solvers. A MeanFlow model opens on its one-step jump.
 
     Returns ``(method, steps, tol)`` with exactly one of ``steps`` and ``tol`` set. Widget
     keys are ``{key}_method``, ``{key}_steps`` and ``{key}_tol``.
     """
+    if methods is None:
+        methods = tuple(m for m in METHODS if m not in MEAN_FLOW_METHODS)
+    jump = next((m for m in methods if m in MEAN_FLOW_METHODS), None)
     method = method_column.selectbox(
-        "Solver", METHODS, index=METHODS.index("rk4"), key=f"{key}_method"
+        "Solver",
+        methods,
+        index=methods.index(jump or "rk4"),
+        key=f"{key}_method",
+        help="meanflow: jumps with the model's average velocity, one evaluation per step"
+        if jump
+        else None,
     )
     if is_fixed_step(method):
         steps = step_column.slider(
-            "Solver steps", 1, max_steps, 10, key=f"{key}_steps", help=steps_help
+            "Solver steps",
+            1,
+            max_steps,
+            1 if method in MEAN_FLOW_METHODS else 10,
+            key=f"{key}_steps",
+            help=steps_help,
         )
         return method, steps, None
     tol = step_column.select_slider(

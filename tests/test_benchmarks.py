@@ -186,3 +186,15 @@ def test_a_loss_counts_only_when_the_retiming_reads_as_a_loss_too():
     assert again["ecnf"] != first["ecnf"]  # a second, separate timing
     kept, none = interleaved_retimed(fns, lambda t: False, repeats=2)
     assert none is None and len(kept["peer"]) == 2
+
+
+def test_meanflow_benchmark_measures_the_jvp_price_and_reads_the_goals(tmp_path):
+    from benchmarks import meanflow
+
+    out = tmp_path / "meanflow.md"
+    assert meanflow.main(["--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| MLP 256x3"))
+    fm_ms, mf_ms = (float(cell) for cell in row.split("|")[2:4])
+    assert fm_ms > 0 and mf_ms > 0
+    assert "One-step goals" in text and "Fashion-MNIST" in text

@@ -19,7 +19,7 @@ SHIPPED_2D = sorted((ROOT / "checkpoints" / "2d").glob("*.safetensors"))
 REQUIRED = [
     f"{t}_{loss}"
     for t in ("moons", "8gaussians", "checkerboard", "2spirals", "swissroll")
-    for loss in ("fm", "otcfm")
+    for loss in ("fm", "otcfm", "meanflow")
 ] + ["moons_consistency"]
 
 
@@ -50,7 +50,7 @@ def test_card_numbers_are_what_the_code_computes(path):
     mmd_floor = mmd2_tolerance(TOY_DRIFT, TOY_DRIFT, bandwidths)
     card = json.loads(path.with_suffix(".json").read_text())
     rows = [(r["method"], r["steps"], r["nfe"]) for r in card["rows"] if r["steps"] is not None]
-    pick = [r for r in rows if r[:2] in {("euler", 1), ("rk4", 5)}]
+    pick = [r for r in rows if r[:2] in {("euler", 1), ("rk4", 5), ("meanflow", 1)}]
     again = evaluate_2d(
         path, num_samples=card["num_samples"], seed=card["seed"], rows=pick, adaptive=False
     )

@@ -162,6 +162,8 @@ def test_bad_inputs_give_clear_errors(client):
         next(gradio_app.sample_2d("moons_otcfm", "rk4", 2.5, 100, 0))
     with pytest.raises(gr.Error, match=r"training iterations must be .* got 100000"):
         next(gradio_app.train_2d("moons", "fm", 100_000, 0))
+    with pytest.raises(gr.Error, match=r"'meanflow' jumps with average velocities .* moons_otcfm"):
+        next(gradio_app.sample_2d("moons_otcfm", "meanflow", 1, 100, 0))
 
 
 def test_python_gradio_app_py_serves_on_the_configured_port():

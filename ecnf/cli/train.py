@@ -52,6 +52,11 @@ def _model_args(t: argparse.ArgumentParser) -> None:
     g.add_argument("--time-embedding", choices=TIME_EMBEDDINGS, help="time embedding (mlp, resnet)")
     g.add_argument("--layer-norm", action="store_true", help="LayerNorm in the MLP")
     g.add_argument("--residual", action="store_true", help="residual connections in the MLP")
+    g.add_argument(
+        "--mean-flow",
+        action="store_true",
+        help="a second time input for average velocities u(x, t, r) (set by --loss meanflow)",
+    )
 
 
 def _loss_args(t: argparse.ArgumentParser, tc: dict, lc: dict) -> None:
@@ -78,6 +83,23 @@ def _loss_args(t: argparse.ArgumentParser, tc: dict, lc: dict) -> None:
         choices=COUPLINGS,
         help="consistency: noise-data coupling",
     )
+    from ..losses import TIME_SAMPLINGS
+
+    g.add_argument(
+        "--time-sampling",
+        dest=_LOSS + "time_sampling",
+        default=lc["time_sampling"],
+        choices=TIME_SAMPLINGS,
+        help="how training times are drawn (every loss)",
+    )
+    for flag, field, text in (
+        ("--time-mu", "time_mu", "logit_normal: mean of the normal (positive: nearer the data)"),
+        ("--time-sigma", "time_sigma", "logit_normal: standard deviation of the normal"),
+        ("--interval-share", "interval_share", "meanflow: share of pairs with r != t"),
+        ("--adaptive-power", "adaptive_power", "meanflow: power p of the adaptive weight"),
+        ("--adaptive-eps", "adaptive_eps", "meanflow: constant c of the adaptive weight"),
+    ):
+        g.add_argument(flag, dest=_LOSS + field, type=float, default=lc[field], help=text)
     g.add_argument("--teacher", help="reflow: checkpoint that generates the pairs")
     fixed = tuple(FIXED_METHODS)
     g.add_argument(
@@ -269,7 +291,10 @@ def configs_from_args(args):
     if kw.get("grad_clip") == 0:
         kw["grad_clip"] = None  # --grad-clip 0 disables clipping
     shape = dataset_shape(args.data, image_size=args.image_size, channels=args.channels)
-    return TrainConfig(**kw, loss=loss, model=model_config(args, shape))
+    model = model_config(args, shape)
+    if args.mean_flow or loss.name == "meanflow":
+        model = dataclasses.replace(model, mean_flow=True)
+    return TrainConfig(**kw, loss=loss, model=model)
 
 
 def run(args) -> int:

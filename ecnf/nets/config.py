@@ -62,6 +62,9 @@ class MLPConfig:
         time_embed_dim: The dimension :math:`E` of the time embedding.
         layer_norm: Whether to apply a layer norm after every hidden linear layer.
         residual: Whether to add residual connections between equal-width hidden layers.
+        mean_flow: Whether the network also takes the end :math:`r` of a time interval and
+            returns the average velocity over :math:`[t, r]` (MeanFlow; a second time
+            embedding, of :math:`r - t`). With :math:`r = t` it is an instantaneous velocity.
 
     Example:
         >>> MLPConfig(data_shape=[2], width=64).data_shape
@@ -78,9 +81,11 @@ class MLPConfig:
     time_embed_dim: int = 64
     layer_norm: bool = False
     residual: bool = False
+    mean_flow: bool = False
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
+        _check_bool("mean_flow", self.mean_flow)
         check_positive_int("width", self.width)
         check_positive_int("depth", self.depth)
         check_choice("activation", self.activation, ACTIVATIONS)
@@ -102,6 +107,8 @@ class ResNetConfig:
         time_embedding: The time embedding, one of :py:`"linear"`, :py:`"sinusoidal"` or
             :py:`"fourier"`.
         time_embed_dim: The dimension :math:`E` of the time embedding.
+        mean_flow: Whether the network also takes the end :math:`r` of a time interval (see
+            :class:`MLPConfig`).
 
     Example:
         >>> ResNetConfig(num_blocks=2).arch
@@ -116,9 +123,11 @@ class ResNetConfig:
     activation: str = "silu"
     time_embedding: str = "sinusoidal"
     time_embed_dim: int = 64
+    mean_flow: bool = False
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
+        _check_bool("mean_flow", self.mean_flow)
         check_positive_int("width", self.width)
         check_positive_int("num_blocks", self.num_blocks)
         check_choice("activation", self.activation, ACTIVATIONS)
@@ -149,6 +158,8 @@ class UNetConfig:
         dropout: The dropout probability inside residual blocks, in :math:`[0, 1)`.
         time_embed_dim: The dimension :math:`E` of the time embedding. If :py:`None`,
             use :py:`4 * channels`.
+        mean_flow: Whether the network also takes the end :math:`r` of a time interval (see
+            :class:`MLPConfig`).
 
     Example:
         >>> UNetConfig(data_shape=(3, 32, 32), channel_mult=[1, 2]).channel_mult
@@ -166,9 +177,11 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     time_embed_dim: int | None = None
+    mean_flow: bool = False
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
+        _check_bool("mean_flow", self.mean_flow)
         if len(self.data_shape) != 3:
             raise ValueError(
                 f"data_shape must be an image shape (C, H, W), got {self.data_shape!r}"
@@ -295,7 +308,7 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
     Example:
         >>> config_from_dict({"arch": "mlp", "data_shape": [2], "width": 16})
-        MLPConfig(data_shape=(2,), width=16, depth=3, activation='silu', time_embedding='linear', time_embed_dim=64, layer_norm=False, residual=False)
+        MLPConfig(data_shape=(2,), width=16, depth=3, activation='silu', time_embedding='linear', time_embed_dim=64, layer_norm=False, residual=False, mean_flow=False)
     """  # noqa: E501
 
     d = dict(d)

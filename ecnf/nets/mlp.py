@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .activations import get_activation
-from .embeddings import build_time_embedding, prepare_inputs
+from .embeddings import build_time_embedding, embed_times
 
 if TYPE_CHECKING:
     from .config import MLPConfig, ResNetConfig
@@ -80,7 +80,10 @@ class VelocityMLP(nn.Module):
         self.config = config
         features = math.prod(config.data_shape)
 
-        self.time_embedding = build_time_embedding(config.time_embedding, config.time_embed_dim)
+        kind, dim, mean_flow = config.time_embedding, config.time_embed_dim, config.mean_flow
+        self.time_embedding = build_time_embedding(kind, dim, mean_flow=mean_flow)
+        if mean_flow:
+            self.interval_embedding = build_time_embedding(kind, dim, mean_flow=True)
         self.layers = nn.ModuleList()
 
         in_features = features + config.time_embed_dim
@@ -97,19 +100,20 @@ class VelocityMLP(nn.Module):
 
         self.output = nn.Linear(config.width, features)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
         r"""
         Arguments:
             x: The states :math:`x`, with shape :math:`(B, *D)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
+            r: For a network built with ``mean_flow=True``, the ends of the intervals
+                :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
 
         Returns:
-            The velocities :math:`v(x, t)`, with shape :math:`(B, *D)`.
+            The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
+            shape :math:`(B, *D)`.
         """
 
-        t = prepare_inputs(x, t, self.config.data_shape)  # (B,)
-
-        e = self.time_embedding(t)  # (B, E)
+        e = embed_times(self, x, t, r)  # (B, E)
         h = torch.cat((x.flatten(1), e), dim=1)  # (B, D + E)
 
         for layer in self.layers:
@@ -168,7 +172,10 @@ class ResNetVelocity(nn.Module):
         self.config = config
         features = math.prod(config.data_shape)
 
-        self.time_embedding = build_time_embedding(config.time_embedding, config.time_embed_dim)
+        kind, dim, mean_flow = config.time_embedding, config.time_embed_dim, config.mean_flow
+        self.time_embedding = build_time_embedding(kind, dim, mean_flow=mean_flow)
+        if mean_flow:
+            self.interval_embedding = build_time_embedding(kind, dim, mean_flow=True)
         self.input = nn.Linear(features, config.width)
         self.blocks = nn.ModuleList(
             _ResidualBlock(config.width, config.time_embed_dim, config.activation)
@@ -178,19 +185,20 @@ class ResNetVelocity(nn.Module):
         self.output_activation = get_activation(config.activation)
         self.output = nn.Linear(config.width, features)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
         r"""
         Arguments:
             x: The states :math:`x`, with shape :math:`(B, *D)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
+            r: For a network built with ``mean_flow=True``, the ends of the intervals
+                :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
 
         Returns:
-            The velocities :math:`v(x, t)`, with shape :math:`(B, *D)`.
+            The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
+            shape :math:`(B, *D)`.
         """
 
-        t = prepare_inputs(x, t, self.config.data_shape)  # (B,)
-
-        e = self.time_embedding(t)  # (B, E)
+        e = embed_times(self, x, t, r)  # (B, E)
         h = self.input(x.flatten(1))  # (B, width)
 
         for block in self.blocks:

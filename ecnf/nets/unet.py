@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .embeddings import SinusoidalTimeEmbedding, prepare_inputs
+from .embeddings import MEAN_FLOW_TIME_SCALE, SinusoidalTimeEmbedding, embed_times
 
 if TYPE_CHECKING:
     from .config import UNetConfig
@@ -184,7 +184,11 @@ class UNet(nn.Module):
             heads = config.num_heads if attention else None
             return _Block(c_in, c_out, emb, config.dropout, heads)
 
-        self.time_embedding = SinusoidalTimeEmbedding(emb)
+        if config.mean_flow:  # smoother time features: the MeanFlow target differentiates in t
+            self.time_embedding = SinusoidalTimeEmbedding(emb, scale=MEAN_FLOW_TIME_SCALE)
+            self.interval_embedding = SinusoidalTimeEmbedding(emb, scale=MEAN_FLOW_TIME_SCALE)
+        else:
+            self.time_embedding = SinusoidalTimeEmbedding(emb)
         self.input = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         # Down
@@ -231,18 +235,20 @@ class UNet(nn.Module):
             _shrink(nn.Conv2d(cur, in_channels, 3, padding=1)),
         )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
         r"""
         Arguments:
             x: The images :math:`x`, with shape :math:`(B, C, H, W)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
+            r: For a network built with ``mean_flow=True``, the ends of the intervals
+                :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
 
         Returns:
-            The velocities :math:`v(x, t)`, with shape :math:`(B, C, H, W)`.
+            The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
+            shape :math:`(B, C, H, W)`.
         """
 
-        t = prepare_inputs(x, t, self.config.data_shape)  # (B,)
-        e = self.time_embedding(t)  # (B, E)
+        e = embed_times(self, x, t, r)  # (B, E)
 
         h = self.input(x)  # (B, ch, H, W)
         skips = [h]
