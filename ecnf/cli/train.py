@@ -61,7 +61,7 @@ def _model_args(t: argparse.ArgumentParser) -> None:
 
 def _loss_args(t: argparse.ArgumentParser, tc: dict, lc: dict) -> None:
     from ..couplings import COUPLINGS
-    from ..losses import LOSSES
+    from ..losses import LOSSES, TIME_SAMPLINGS
     from ..solvers import FIXED_METHODS
 
     g = t.add_argument_group("objective")
@@ -81,10 +81,8 @@ def _loss_args(t: argparse.ArgumentParser, tc: dict, lc: dict) -> None:
         dest=_LOSS + "coupling",
         default=lc["coupling"],
         choices=COUPLINGS,
-        help="consistency: noise-data coupling",
+        help="consistency and meanflow: noise-data coupling",
     )
-    from ..losses import TIME_SAMPLINGS
-
     g.add_argument(
         "--time-sampling",
         dest=_LOSS + "time_sampling",
