@@ -9,9 +9,11 @@ to a page after the server started opened with a "Page not found" dialog.
 
 from __future__ import annotations
 
+import sys
+
 import streamlit as st
 
-from studio import PAGES, active_checkpoint, device_label
+from studio import PAGES, active_checkpoint, device_label, warm_up
 
 
 def run() -> None:
@@ -22,10 +24,15 @@ def run() -> None:
     ]
     page = st.navigation(pages)
     with st.sidebar:
-        st.caption(f"**Device:** {device_label()}")
-        checkpoint_slot = st.empty()
+        device_slot, checkpoint_slot = st.empty(), st.empty()
     page.run()
-    # filled after the page ran, so it shows the checkpoint chosen in this very run
+    # Filled after the page ran. The device needs torch, which Home, showing its stored
+    # pictures, never imports: there the line is left out and torch is imported in the
+    # background, so that the next page opens without waiting for it.
+    if "torch" in sys.modules:
+        device_slot.caption(f"**Device:** {device_label()}")
+    else:
+        warm_up()
     active = active_checkpoint()
     checkpoint_slot.caption(
         f"**Active checkpoint:** {active}" if active else "No checkpoint chosen"

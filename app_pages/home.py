@@ -1,123 +1,58 @@
-"""Home: what a CNF and flow matching are, a picture, a live gallery, links to every page."""
+"""Home: what a CNF and flow matching are, a picture, a gallery, links to every page.
+
+The pictures are PNGs drawn from the shipped checkpoints (:mod:`ecnf_display.home`): stored
+beside them while they are current, so that a first visitor waits for neither torch nor a
+plotly chart, and computed here otherwise.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-import torch
-from plotly.subplots import make_subplots
 
-from ecnf import integrate, sample_toy
-from ecnf.data import TOY_EXTENT
-from ecnf.export import image_grid
-from ecnf_display.figures import add_point_cloud
-from studio import PAGES, enlarged, file_stamp, list_checkpoints, load_model, model_device
-
-GALLERY_TARGETS = ("moons", "8gaussians", "checkerboard", "2spirals", "swissroll")
-GALLERY_POINTS, GALLERY_STEPS = 1000, 10
-# RK4 with 5 steps (20 evaluations) of 8 images: about 1.5 s for a 28 x 28 UNet
-# on two CPU cores, half of what 16 images took (benchmarks/RESULTS.md, section 5)
-IMAGE_STEPS, IMAGE_COUNT = 5, 8
+from ecnf_display import home
+from studio.ui import PAGES
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def picture(path: str, stamp: int) -> dict:
-    """Straight training paths (independent pairs) beside the learned flow's trajectories."""
-    g = torch.Generator().manual_seed(0)
-    x0 = sample_toy("gaussian", 60, generator=g)
-    x1 = sample_toy("moons", 60, generator=g)
-    model = load_model(path, stamp)
-    sol = integrate(
-        model, x0.to(model_device(model)), method="rk4", steps=20, return_trajectory=True
+@st.cache_data(max_entries=4, show_spinner=False)
+def stored_panels(root: str, stamps: tuple) -> dict | None:
+    """The stored pictures while every checkpoint is unchanged (keyed by the files' stamps)."""
+    del stamps
+    return home.read(root)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def computed_panels(root: str, stamps: tuple) -> dict:
+    """The same pictures, sampled and drawn now (a moved or changed checkpoint folder)."""
+    del stamps
+    return home.compute(root)
+
+
+def panels() -> tuple[dict, str]:
+    """The pictures by key, and a sentence saying where they come from."""
+    from ecnf.shipped import checkpoints_dir
+
+    root = checkpoints_dir()
+    stamps = tuple(
+        (str(p), p.stat().st_mtime_ns)
+        for kind in ("2d", "images")
+        for p in sorted((root / kind).glob("*.safetensors"))
     )
-    return {"x0": x0.numpy(), "x1": x1.numpy(), "flow": sol.trajectory.cpu().numpy()}
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def gallery_samples(path: str, stamp: int) -> tuple[np.ndarray, int]:
-    """1000 samples of a 2D checkpoint, RK4 with 10 steps, from seeded Gaussian noise."""
-    model = load_model(path, stamp)
-    x0 = sample_toy("gaussian", GALLERY_POINTS, generator=torch.Generator().manual_seed(0))
-    sol = integrate(model, x0.to(model_device(model)), method="rk4", steps=GALLERY_STEPS)
-    return sol.x.cpu().numpy(), sol.nfe
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def image_samples(path: str, stamp: int) -> tuple[np.ndarray, int]:
-    """IMAGE_COUNT samples of an image checkpoint, RK4 with IMAGE_STEPS steps, 4 to a row."""
-    model = load_model(path, stamp)
-    shape = tuple(model.config.data_shape)
-    x0 = torch.randn((IMAGE_COUNT, *shape), generator=torch.Generator().manual_seed(0))
-    sol = integrate(model, x0.to(model_device(model)), method="rk4", steps=IMAGE_STEPS)
-    return image_grid(sol.x.cpu(), nrow=4), sol.nfe
-
-
-def lines(a: np.ndarray, b: np.ndarray) -> tuple[list, list]:
-    """Segments a[i] -> b[i] as one polyline broken by None (one plotly trace)."""
-    xs, ys = [], []
-    for p, q in zip(a, b, strict=True):
-        xs += [p[0], q[0], None]
-        ys += [p[1], q[1], None]
-    return xs, ys
-
-
-def paths(trajectory: np.ndarray) -> tuple[list, list]:
-    """Every particle's path (T, N, 2) as one polyline broken by None."""
-    xs, ys = [], []
-    for k in range(trajectory.shape[1]):
-        xs += [*trajectory[:, k, 0], None]
-        ys += [*trajectory[:, k, 1], None]
-    return xs, ys
-
-
-def picture_figure(pic: dict) -> go.Figure:
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=(
-            "Training: straight lines x_t = (1 - t) x0 + t x1",
-            "Sampling: the learned flow dx/dt = v(x, t)",
-        ),
-    )
-    grey, blue, red = "rgba(120,120,120,0.35)", "#1f77b4", "#d62728"
-    lx, ly = lines(pic["x0"], pic["x1"])
-    fig.add_scatter(x=lx, y=ly, mode="lines", line={"color": grey, "width": 1}, row=1, col=1)
-    px, py = paths(pic["flow"])
-    fig.add_scatter(x=px, y=py, mode="lines", line={"color": grey, "width": 1}, row=1, col=2)
-    for col, end in ((1, pic["x1"]), (2, pic["flow"][-1])):
-        for points, color, name in ((pic["x0"], blue, "noise x0"), (end, red, "data x1")):
-            fig.add_scatter(
-                x=points[:, 0],
-                y=points[:, 1],
-                mode="markers",
-                marker={"color": color, "size": 5},
-                name=name,
-                showlegend=col == 1,
-                row=1,
-                col=col,
-            )
-    fig.update_traces(selector={"mode": "lines"}, showlegend=False, hoverinfo="skip")
-    fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False)
-    fig.update_yaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False, scaleanchor="x")
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
-
-
-def gallery_figure(samples: dict[str, np.ndarray]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=len(samples), subplot_titles=list(samples))
-    for i, x in enumerate(samples.values(), start=1):
-        add_point_cloud(fig, x, row=1, col=i)
-        fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT], showticklabels=False, row=1, col=i)
-        fig.update_yaxes(
-            range=[-TOY_EXTENT, TOY_EXTENT],
-            showticklabels=False,
-            scaleanchor=f"x{i if i > 1 else ''}",
-            row=1,
-            col=i,
+    found = stored_panels(str(root), stamps)
+    if found is not None:
+        return found, (
+            f"Drawn from these very checkpoint files by `python scripts/make_cards.py` (stored "
+            f"in `{home.FOLDER}/` beside them; their SHA-256 are checked on every visit)."
         )
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
+    with st.spinner("Sampling the checkpoints for the pictures..."):
+        return computed_panels(str(root), stamps), "Sampled on this server from the checkpoints."
+
+
+def how(panel) -> str:
+    """How a panel was sampled, from its own facts."""
+    return (
+        f"{panel.samples} samples per model from seeded noise (seed {panel.seed}), "
+        f"{panel.method.upper()} with {panel.steps} steps (NFE = {panel.nfe})"
+    )
 
 
 st.title("ECNF studio")
@@ -139,62 +74,49 @@ st.caption(
     "the learned flow is straighter: fewer solver steps give the same samples."
 )
 
-shipped_2d = list_checkpoints("2d")
-st.header("The picture")
 try:
-    pic = picture(shipped_2d["moons_fm"], file_stamp(shipped_2d["moons_fm"]))
-except KeyError:
-    st.info("The picture uses the shipped checkpoint `moons_fm`, which is not there.")
-except (ValueError, OSError) as error:
-    st.warning(f"The picture could not be drawn: {error}")
+    shown, origin = panels()
+except (ValueError, OSError) as error:  # CheckpointError is a ValueError
+    st.warning(f"The pictures could not be drawn: {error}")
+    shown, origin = {}, ""
+
+st.header("The picture")
+picture = shown.get("picture")
+if picture is None:
+    st.info(f"The picture uses the shipped checkpoint `{home.PICTURE_MODEL}`, which is not there.")
 else:
-    st.plotly_chart(picture_figure(pic), key="home_picture")
+    st.image(picture.png)
     st.caption(
         "Left: the straight paths flow matching trains on (random pairs cross). Right: the "
-        "shipped `moons_fm` model integrated with RK4 (20 steps) from the same noise: the "
-        "learned paths cannot cross, so they bend."
+        f"shipped `{home.PICTURE_MODEL}` model integrated with {picture.method.upper()} "
+        f"({picture.steps} steps, NFE = {picture.nfe}) from the same noise: the learned paths "
+        "cannot cross, so they bend."
     )
 
 st.header("Gallery")
 loss = st.radio(
     "Training objective",
-    ["otcfm", "fm"],
+    list(home.GALLERY_LOSSES),
     format_func={"otcfm": "OT-CFM", "fm": "flow matching"}.get,
     horizontal=True,
     key="home_gallery_loss",
 )
-found = {t: shipped_2d[f"{t}_{loss}"] for t in GALLERY_TARGETS if f"{t}_{loss}" in shipped_2d}
-results = {}
-with st.spinner("Sampling the shipped 2D models..."):
-    for target, path in found.items():
-        try:
-            results[target] = gallery_samples(path, file_stamp(path))
-        except (ValueError, OSError) as error:
-            st.warning(f"`{target}_{loss}` could not be sampled: {error}")
-if results:
-    st.plotly_chart(gallery_figure({t: x for t, (x, _) in results.items()}), key="home_gallery")
-    nfe = next(iter(results.values()))[1]
-    st.caption(
-        f"Generated live: {GALLERY_POINTS} points per model from the same Gaussian noise "
-        f"(seed 0), RK4 with {GALLERY_STEPS} steps (NFE = {nfe}), shipped `*_{loss}` checkpoints."
-    )
-elif not found:
+gallery = shown.get(f"gallery_{loss}")
+if gallery is not None:
+    st.image(gallery.png)
+    st.caption(f"{how(gallery)}, shipped `*_{loss}` checkpoints. {origin}")
+else:
     st.info("No shipped 2D checkpoints were found; train one on the 2D playground.")
 
-shipped_images = list_checkpoints("images")
-if shipped_images:
+image_panels = [p for key, p in shown.items() if key.startswith("images/")]
+if image_panels:
     st.subheader("Images")
-    columns = st.columns(min(len(shipped_images), 3))
-    for column, (name, path) in zip(columns, list(shipped_images.items())[:3], strict=False):
-        try:
-            with column, st.spinner(f"Sampling `{name}`..."):
-                grid, nfe = image_samples(path, file_stamp(path))
-        except (ValueError, OSError) as error:
-            column.warning(f"`{name}` could not be sampled: {error}")
-        else:
-            column.image(
-                enlarged(grid, 480), caption=f"{name}: {IMAGE_COUNT} samples, RK4, NFE = {nfe}"
-            )
+    for column, panel in zip(st.columns(len(image_panels)), image_panels, strict=True):
+        name = panel.key.split("/", 1)[1]
+        column.image(
+            panel.png,
+            caption=f"{name}: {panel.samples} samples, {panel.method.upper()}, NFE = {panel.nfe}",
+        )
 else:
     st.caption("No image checkpoint is shipped yet; the Image trajectories page can train one.")
 

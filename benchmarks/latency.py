@@ -168,20 +168,20 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             "The home page in Debian's Chromium (Playwright), the server started as `make app` "
-            "starts it; seconds from asking for the page until its title shows, its first chart "
-            "is drawn and its script has finished (idle half a second, every chart drawn). Cold: "
+            "starts it; seconds from asking for the page until its title shows, its first picture "
+            "is drawn and its script has finished (idle half a second, every picture drawn). Cold: "
             "the first visit to a fresh server (imports, checkpoint loads, cached computations); "
             "warm: a new session afterwards. Medians over fresh servers.",
             "",
-            "| server | servers | up (s) | cold: title | cold: first chart | cold: finished "
-            "| warm: title | warm: first chart | warm: finished |",
+            "| server | servers | up (s) | cold: title | cold: first picture | cold: finished "
+            "| warm: title | warm: first picture | warm: finished |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, r in browser.items():
             cells = " | ".join(
                 f"{r[f'{v} {m}']:.2f}"
                 for v in ("cold", "warm")
-                for m in ("title", "first_chart", "finished")
+                for m in ("title", "first_picture", "finished")
             )
             lines.append(f"| {label} | {r['servers']} | {r['server_up']:.2f} | {cells} |")
     return "\n".join(lines) + "\n"

@@ -7,7 +7,9 @@ Sections: 1-2 sampling (fixed grid and dopri5), 3 training throughput, 4 quality
 budget, 5 interactive latency. Section 6 (GPU) is ``benchmarks/gpu.py``, run on a CUDA
 machine; its JSON (``--gpu-json``, by default ``benchmarks/gpu_results.json``) is included
 when present, and ``--render-only`` adds it to an existing RESULTS.md without measuring
-again. Every number in the file is measured by the run that wrote the JSON it comes from.
+again. Every number in the file is measured by the run that wrote the JSON it comes from;
+``--update --sections NAME`` measures one section again, and the file says which run
+measured which section.
 """
 
 from __future__ import annotations
@@ -143,6 +145,13 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
         f"{m['torch_threads']} (OMP_NUM_THREADS={m['omp_num_threads']}), GPU: {m['gpu'] or 'none'}",
         f"- Software: Python {m['python']}, torch {m['torch']}, {versions}",
         f"- Date: {m['date']}",
+        *(
+            f"- Section{'s' if len(u['sections']) > 1 else ''} {', '.join(u['sections'])} "
+            f"measured again by `{u['command']}` on {u['machine']['date']} "
+            f"({u['seconds'] / 60:.1f} min, {u['machine']['cores']} cores, torch threads "
+            f"{u['machine']['torch_threads']}); the numbers there are from that run"
+            for u in results.get("updates", [])
+        ),
         "",
         "Timings are medians over interleaved rounds in this one run; every ratio is the "
         "median of per-round ratios of two things measured side by side. These machines are "
@@ -188,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     p.add_argument("--no-pages", action="store_true", help="skip the studio page renders")
     p.add_argument(
+        "--update",
+        action="store_true",
+        help="measure only --sections and keep the other sections of the saved JSON; the "
+        "file then says which sections were measured again, when and how",
+    )
+    p.add_argument(
         "--render-only",
         action="store_true",
         help="measure nothing: rewrite --out from the saved JSON (e.g. to add a GPU section)",
@@ -221,6 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", flush=True)
     seconds = time.perf_counter() - start
     results["seconds"] = seconds
+    if args.update:
+        if results.get("failed"):
+            print(f"not updating {args.out}: {results['failed']}")
+            return 1
+        saved = json.loads(out_json.read_text())
+        update = {"sections": chosen, "command": command, "machine": results["machine"]}
+        saved.setdefault("updates", []).append(update | {"seconds": seconds})
+        for name in chosen:
+            if name in results:
+                saved[name] = results[name]
+        results, command, seconds = saved, saved["command"], saved["seconds"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results, gpu, command, seconds))
     out_json.write_text(json.dumps(results, indent=1) + "\n")

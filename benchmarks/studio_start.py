@@ -3,8 +3,8 @@
 The studio is started as ``make app`` starts it (``streamlit run app.py`` from the repository
 root, so ``.streamlit/config.toml`` applies), on a free local port, and Debian's Chromium
 opens the home page through Playwright. Three moments are timed from the moment the tab asks
-for the page: the page's title shows, its first chart is drawn, and the script has finished
-(Streamlit reports it idle for half a second with every chart drawn). A cold visit is the
+for the page: the page's title shows, its first picture is drawn, and the script has
+finished (Streamlit reports it idle for half a second with every picture drawn). A cold visit is the
 first one on a fresh server (imports, checkpoint loads and every cached computation
 included); a warm visit is a new tab, hence a new session, on the same server afterwards.
 
@@ -28,7 +28,11 @@ __all__ = ["free_port", "healthy", "measure"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "ECNF studio"
-HOME_CHARTS = 2  # the picture and the gallery
+HOME_PICTURES = 3  # the picture, the gallery and at least one image model's samples
+#: every picture on the page has arrived and been decoded
+_PICTURES_DRAWN = """n => {
+  const imgs = [...document.querySelectorAll('[data-testid="stImage"] img')];
+  return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
 
 
 def free_port() -> int:
@@ -48,7 +52,7 @@ def healthy(url: str) -> bool:
 
 
 def _visit(browser, url: str, timeout_s: float = 300) -> dict:
-    """Seconds from asking for the page to its title, first chart and finished script."""
+    """Seconds from asking for the page to its title, first picture and finished script."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(timeout_s * 1000)
@@ -56,13 +60,12 @@ def _visit(browser, url: str, timeout_s: float = 300) -> dict:
     page.goto(url)
     page.get_by_role("heading", name=TITLE, exact=True).wait_for()
     title = time.perf_counter() - start
-    charts = page.locator('[data-testid="stPlotlyChart"] .main-svg')
-    charts.first.wait_for()
-    first_chart = time.perf_counter() - start
+    page.wait_for_function(_PICTURES_DRAWN, arg=1)
+    first_picture = time.perf_counter() - start
     app, quiet_since, done = page.get_by_test_id("stApp"), None, None
     while time.perf_counter() - start < timeout_s:
         idle = app.get_attribute("data-test-script-state") == "notRunning"
-        drawn = charts.count() >= HOME_CHARTS and page.locator('[data-testid="stImage"]').count()
+        drawn = page.evaluate(f"({_PICTURES_DRAWN})({HOME_PICTURES})")
         now = time.perf_counter()
         if not (idle and drawn):
             quiet_since = None
@@ -75,7 +78,7 @@ def _visit(browser, url: str, timeout_s: float = 300) -> dict:
     context.close()
     if done is None:
         raise TimeoutError(f"the home page was still running after {timeout_s:.0f} s")
-    return {"title": title, "first_chart": first_chart, "finished": done}
+    return {"title": title, "first_picture": first_picture, "finished": done}
 
 
 def _server_visits(browser, watcher: str | None, visits: int) -> dict:
@@ -126,7 +129,7 @@ def measure(quick: bool = False) -> dict:
                             (r["cold"] if visit == "cold" else r["warm"][0])[moment] for r in runs
                         )
                         for visit in ("cold", "warm")
-                        for moment in ("title", "first_chart", "finished")
+                        for moment in ("title", "first_picture", "finished")
                     },
                 }
                 if quick:

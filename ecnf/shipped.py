@@ -21,6 +21,7 @@ __all__ = [
     "list_checkpoints",
     "list_imported",
     "preferred_image_checkpoint",
+    "rank_image_checkpoints",
 ]
 
 #: The environment variable that moves the checkpoint folder.
@@ -61,13 +62,20 @@ def list_imported() -> dict[str, str]:
 
 
 def preferred_image_checkpoint(paths: dict[str, str]) -> str | None:
-    """The name among ``paths`` (name -> checkpoint file) whose samples show the most.
+    """The name among ``paths`` (name -> checkpoint file) whose samples show the most, the
+    first of :func:`rank_image_checkpoints`; ``None`` when ``paths`` is empty."""
+    ranked = rank_image_checkpoints(paths)
+    return ranked[0] if ranked else None
+
+
+def rank_image_checkpoints(paths: dict[str, str]) -> list[str]:
+    """The names of ``paths`` (name -> checkpoint file), those whose samples show most first.
 
     Ranked by image size (pixels per channel times channels, so Fashion-MNIST before 8x8
     digits), then by the Fréchet distance of its card's adaptive row (``NAME.json`` beside
     the file, lower first); a checkpoint without a card comes after those of its size, and
     one that cannot be read comes last (the page then says what is wrong with it when it is
-    chosen). ``None`` when ``paths`` is empty.
+    chosen).
     """
     import json
     import math
@@ -90,4 +98,4 @@ def preferred_image_checkpoint(paths: dict[str, str]) -> str | None:
                 distance = rows[0][key]
         return (-math.prod(shape), distance, name)
 
-    return min(paths.items(), key=rank)[0] if paths else None
+    return [name for name, _ in sorted(paths.items(), key=rank)]

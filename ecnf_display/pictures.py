@@ -7,11 +7,12 @@ functions that draw, so importing this module costs nothing until a picture is m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
 
-from ecnf.data import TOY_EXTENT
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["enlarged", "save_scatter", "scatter_figure", "scatter_image"]
 
@@ -28,7 +29,7 @@ def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
 
 
 def scatter_figure(
-    samples: Tensor, reference: Tensor | None = None, title: str = "", lim: float = TOY_EXTENT
+    samples: Tensor, reference: Tensor | None = None, title: str = "", lim: float | None = None
 ):
     """A matplotlib scatter of 2D ``samples`` over optional ``reference`` points."""
     import matplotlib
@@ -42,8 +43,15 @@ def scatter_figure(
     return fig
 
 
-def _draw_scatter(ax, samples: Tensor, reference: Tensor | None, title: str, lim: float) -> None:
-    """Samples in blue over the reference data in grey, on the square ``[-lim, lim]^2``."""
+def _draw_scatter(
+    ax, samples: Tensor, reference: Tensor | None, title: str, lim: float | None
+) -> None:
+    """Samples in blue over the reference data in grey, on the square ``[-lim, lim]^2``
+    (``lim`` defaults to the toy data's extent)."""
+    if lim is None:
+        from ecnf.data import TOY_EXTENT
+
+        lim = TOY_EXTENT
     if reference is not None:
         r = reference.detach().float().cpu().numpy()
         ax.scatter(r[:, 0], r[:, 1], s=2, c="0.75", label="data")
@@ -60,7 +68,7 @@ def scatter_image(
     samples: Tensor,
     reference: Tensor | None = None,
     title: str = "",
-    lim: float = TOY_EXTENT,
+    lim: float | None = None,
     size: int = 400,
 ) -> np.ndarray:
     """The scatter of :func:`scatter_figure` as a ``(size, size, 3)`` uint8 RGB array.

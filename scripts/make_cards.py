@@ -4,7 +4,8 @@
     python scripts/make_cards.py --num-samples 500 checkpoints/2d/moons_fm.safetensors
 
 For each checkpoint NAME.safetensors it writes NAME.md (the card) and NAME.json (the numbers
-the card shows, with sample size and seed), then checkpoints/RESULTS.md. No number is typed
+the card shows, with sample size and seed), then checkpoints/RESULTS.md, then the studio home
+page's pictures in checkpoints/home/ (``ecnf_display.home``). No number is typed
 by hand: each is read from the checkpoint or measured here.
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from ecnf.checkpoint import checkpoint_info  # noqa: E402
 from ecnf.evaluation import evaluate_2d, evaluate_image_checkpoint  # noqa: E402
+from ecnf_display import home  # noqa: E402
 from ecnf_display.ablations import ablation_rows  # noqa: E402
 from ecnf_display.cards import render_card, render_image_card, results_table  # noqa: E402
 from ecnf_display.leaderboard import shipped_leaderboard  # noqa: E402
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-table", action="store_true", help="do not rewrite RESULTS.md")
     parser.add_argument(
+        "--no-home", action="store_true", help="do not redraw checkpoints/home/ (the home page)"
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="rewrite the cards from their NAME.json numbers without measuring again",
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             shipped_leaderboard(),
         ]
         (ROOT / "checkpoints" / "RESULTS.md").write_text("\n".join(text))
+    if not args.no_home:
+        # the home page's pictures go stale with any change to a 2D or image checkpoint
+        print(f"home page pictures: {home.write(ROOT / 'checkpoints')}", flush=True)
     return 0
 
 

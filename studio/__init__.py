@@ -29,6 +29,7 @@ from .ui import (
     set_active_checkpoint,
     show_error,
     solver_controls,
+    warm_up,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "set_active_checkpoint",
     "show_error",
     "solver_controls",
+    "warm_up",
 ]

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
-import torch
-from torch import nn
 
 import ecnf
-from ecnf.checkpoint import checkpoint_info
 from ecnf.shipped import checkpoints_dir, image_checkpoints, list_checkpoints
+
+if TYPE_CHECKING:  # torch is imported by the first page that loads a model
+    import torch
+    from torch import nn
 
 __all__ = [
     "checkpoint_meta",
@@ -45,6 +47,8 @@ def load_model(path: str, stamp: int) -> nn.Module:
 def checkpoint_meta(path: str, stamp: int) -> dict:
     """The checkpoint's JSON metadata (dataset, source, loss, steps...), its model config and
     its training config (``train_config``, empty when the file has none), header only."""
+    from ecnf.checkpoint import checkpoint_info
+
     del stamp
     info = checkpoint_info(path)
     train_config = (info.get("train_state") or {}).get("config") or {}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
-from ecnf.solvers import MEAN_FLOW_METHODS, METHODS, is_fixed_step
 from ecnf_display.pictures import enlarged
 
 __all__ = [
@@ -19,6 +17,7 @@ __all__ = [
     "set_active_checkpoint",
     "show_error",
     "solver_controls",
+    "warm_up",
 ]
 
 #: Tolerances offered for adaptive solvers (rtol = atol).
@@ -40,8 +39,26 @@ PAGES: list[tuple[str, str, str, str]] = [
 _ACTIVE = "active_checkpoint"
 
 
+_warming: list = []
+
+
+def warm_up() -> None:
+    """Import torch in a background thread, once per server, so that the first page that
+    computes does not wait for it. Only torch: its imports never wait on a module of this
+    repository, so a page importing ``ecnf`` meanwhile cannot deadlock with this thread."""
+    if _warming:
+        return
+    import threading
+
+    thread = threading.Thread(target=lambda: __import__("torch"), name="ecnf-warm-up", daemon=True)
+    _warming.append(thread)
+    thread.start()
+
+
 def device_label() -> str:
     """``CUDA: <name>`` on a GPU, else ``CPU (N threads)``."""
+    import torch
+
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)}"
     return f"CPU ({torch.get_num_threads()} threads)"
@@ -78,6 +95,8 @@ def solver_controls(
     Returns ``(method, steps, tol)`` with exactly one of ``steps`` and ``tol`` set. Widget
     keys are ``{key}_method``, ``{key}_steps`` and ``{key}_tol``.
     """
+    from ecnf.solvers import MEAN_FLOW_METHODS, METHODS, is_fixed_step
+
     if methods is None:
         methods = tuple(m for m in METHODS if m not in MEAN_FLOW_METHODS)
     jump = next((m for m in methods if m in MEAN_FLOW_METHODS), None)

@@ -39,12 +39,15 @@ def test_every_page_renders_with_the_shipped_checkpoints(monkeypatch):
 
 
 def test_home_shows_the_gallery_and_image_samples(studio):
+    """Tiny checkpoints have no stored pictures: the page samples and draws them itself."""
     at = open_app()
-    assert plotly_charts(at) == 2  # the picture and the gallery
-    assert len(at.image) == 1  # samples of the tiny digits model
+    assert len(at.image) == 3  # the picture, the gallery, samples of the tiny digits model
     assert not at.warning and not at.error
+    captions = " ".join(c.value for c in at.caption)
+    assert "(NFE = 40), shipped `*_otcfm` checkpoints" in captions  # RK4, 10 steps
     at.radio(key="home_gallery_loss").set_value("fm").run()
-    assert not at.exception and plotly_charts(at) == 2
+    assert not at.exception and len(at.image) == 3
+    assert "shipped `*_fm` checkpoints" in " ".join(c.value for c in at.caption)
 
 
 def test_playground_nfe_follows_solver_and_steps(studio):

@@ -11,6 +11,8 @@ import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
 import ecnf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,26 @@ def test_import_ecnf_imports_no_ui():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_import_ecnf_is_lazy_and_every_public_name_resolves():
+    """``import ecnf`` costs no torch; each name is found in the module _EXPORTS names, and
+    is the very object that module defines."""
+    code = (
+        "import sys, ecnf, ecnf.shipped; print('torch' in sys.modules); "
+        "names = [n for n in ecnf.__all__ if n != '__version__']; "
+        "assert sorted(names) == sorted(ecnf._ORIGIN), set(names) ^ set(ecnf._ORIGIN); "
+        "import importlib; "
+        "assert all(getattr(ecnf, n) is getattr(importlib.import_module('ecnf.' + ecnf._ORIGIN[n]),"
+        " n) for n in names); "
+        "assert ecnf.solvers.integrate is ecnf.integrate and 'fit' in dir(ecnf); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        ecnf.no_such_name
 
 
 def test_the_core_never_imports_presentation_code():
