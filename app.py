@@ -15,8 +15,16 @@ import streamlit as st
 
 from studio import PAGES, active_checkpoint, device_label, warm_up
 
+#: How often (seconds) Python hands its interpreter lock between this server's threads. A
+#: page's torch work (sampling, a likelihood) runs many small calls and must win the lock
+#: back after each; at Python's default of 5 ms a neighbour drawing its page held each call
+#: up so long that RK4 on 1000 points took seconds instead of milliseconds. (Training runs
+#: have processes of their own: ``ecnf.background``.)
+SWITCH_INTERVAL_S = 0.0005
+
 
 def run() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     st.set_page_config(page_title="ECNF studio", layout="wide")
     pages = [
         st.Page(path, url_path=url_path, title=title, icon=icon, default=i == 0)

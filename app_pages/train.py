@@ -21,7 +21,14 @@ from ecnf.export import image_grid
 from ecnf.nets import ACTIVATIONS
 from ecnf.train import PREVIEW_SOLVER
 from studio import enlarged, session_workdir, show_error
-from studio.training import add_session_checkpoint, current_run, session_checkpoints, start_run
+from studio.training import (
+    ServerBusy,
+    add_session_checkpoint,
+    current_run,
+    server_scheduler,
+    session_checkpoints,
+    start_run,
+)
 
 IMAGE_SETS = ("digits", "fashion_mnist", "cifar10")
 LOSSES = {
@@ -30,6 +37,9 @@ LOSSES = {
     "consistency": "velocity consistency (seed paper eqs. 6-8)",
 }
 ON_GPU = torch.cuda.is_available()
+#: Seconds between redraws of a running run's view. Each redraw costs the server and the
+#: visitor's browser a little CPU, which on a small server is taken from the training runs.
+REFRESH_S = 2.0
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -91,6 +101,36 @@ def use_cifar10_recipe() -> None:
     st.session_state.update(CIFAR10_RECIPE)
 
 
+#: What the form opens on for each kind of data, chosen so that a first run shows a model
+#: worth looking at quickly on a CPU: the ETA metric says how long it takes here. A 2D run
+#: (MLP 256 x 3, batch 256) takes about ten seconds on two cores. The learning rate is ten
+#: times the seed paper's, with cosine decay; the EMA warms up, so early previews are not
+#: the initial network.
+QUICK_DEFAULTS = {
+    "2d": {"tr_steps": 1000, "tr_lr": 2e-3, "tr_schedule": "cosine", "tr_wd": 1e-4,
+           "tr_ema": 0.999, "tr_preview": 100},
+    "images": {"tr_steps": 1000, "tr_lr": 1e-3, "tr_schedule": "cosine", "tr_wd": 1e-4,
+               "tr_ema": 0.999, "tr_preview": 200},
+}  # fmt: skip
+#: The seed paper's optimisation settings: AdamW at 2e-4, weight decay 1e-4, EMA 0.999, a
+#: constant rate. They are meant for long runs: in the few thousand iterations a CPU gives
+#: in a minute, the previews are still blurry.
+SEED_PAPER = {"tr_lr": 2e-4, "tr_schedule": "constant", "tr_wd": 1e-4, "tr_ema": 0.999}
+
+
+def data_kind(data: str) -> str:
+    return "2d" if data in TOY_DATASETS else "images"
+
+
+def use_quick_defaults() -> None:
+    """The data set changed (or the page opened): its quick defaults."""
+    st.session_state.update(QUICK_DEFAULTS[data_kind(st.session_state.get("tr_data", "moons"))])
+
+
+def use_seed_paper() -> None:
+    st.session_state.update(SEED_PAPER)
+
+
 def config_controls() -> tuple[TrainConfig, str] | None:
     """The whole form: returns the run's config and a label, or None if the data are missing."""
     st.button(
@@ -101,9 +141,16 @@ def config_controls() -> tuple[TrainConfig, str] | None:
         "iterations with trajectory previews every 500. CIFAR-10 must be under the data root "
         "(or the machine online). A short run: expect blurry images, not a benchmark model.",
     )
+    if "tr_steps" not in st.session_state:
+        use_quick_defaults()
     c1, c2 = st.columns(2)
     data = c1.selectbox(
-        "Data set", [*TOY_DATASETS, *IMAGE_SETS], index=TOY_DATASETS.index("moons"), key="tr_data"
+        "Data set",
+        [*TOY_DATASETS, *IMAGE_SETS],
+        index=TOY_DATASETS.index("moons"),
+        key="tr_data",
+        on_change=use_quick_defaults,
+        help="Picking a data set sets the optimisation below to its quick defaults.",
     )
     shape = dataset_shape(data)
     problem = missing_data(data)
@@ -133,11 +180,26 @@ def config_controls() -> tuple[TrainConfig, str] | None:
         c2.caption(f"Images of shape {shape}; the source is standard Gaussian noise.")
     loss = c2.selectbox("Loss", list(LOSSES), format_func=LOSSES.get, key="tr_loss")
     model = model_controls(shape)
-    st.subheader("Optimisation", help="Defaults are the seed paper's: AdamW, EMA 0.999.")
+    st.subheader(
+        "Optimisation",
+        help="Quick defaults: AdamW with ten times the seed paper's learning rate and cosine "
+        "decay, so that a first run shows a good model within seconds (2D) or minutes "
+        "(images) on a CPU.",
+    )
+    p1, p2, _ = st.columns([1, 1, 2])
+    p1.button("Quick defaults", on_click=use_quick_defaults, key="tr_quick")
+    p2.button(
+        "Seed paper's settings",
+        on_click=use_seed_paper,
+        key="tr_seed_paper",
+        help="AdamW at 2e-4, weight decay 1e-4, EMA 0.999, constant rate: the settings of "
+        "the seed paper, which trains for far longer than a CPU allows here; in a run of a "
+        "few thousand iterations its previews are still blurry. Raise the iterations too.",
+    )
     c1, c2, c3, c4 = st.columns(4)
     iterations = int(
         c1.number_input(
-            "Iterations", 10, 200_000, 2000, step=100, key="tr_steps", help="optimisation steps"
+            "Iterations", 10, 200_000, step=100, key="tr_steps", help="optimisation steps"
         )
     )
     batch = c1.select_slider(
@@ -147,16 +209,14 @@ def config_controls() -> tuple[TrainConfig, str] | None:
         key="tr_batch",
         help="The seed paper uses 512; 256 is the default on a CPU.",
     )
-    lr = c2.number_input("Learning rate", 1e-6, 1e-1, 2e-4, format="%.1e", step=1e-4, key="tr_lr")
-    weight_decay = c2.number_input(
-        "Weight decay", 0.0, 1e-1, 1e-4, format="%.1e", step=1e-4, key="tr_wd"
-    )
-    ema = c3.number_input("EMA decay", 0.0, 0.99999, 0.999, format="%.4f", step=0.001, key="tr_ema")
+    lr = c2.number_input("Learning rate", 1e-6, 1e-1, format="%.1e", step=1e-4, key="tr_lr")
+    weight_decay = c2.number_input("Weight decay", 0.0, 1e-1, format="%.1e", step=1e-4, key="tr_wd")
+    ema = c3.number_input("EMA decay", 0.0, 0.99999, format="%.4f", step=0.001, key="tr_ema")
     schedule = c3.selectbox("LR schedule", ["constant", "cosine"], key="tr_schedule")
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed"))
     preview_every = int(
         c4.number_input(
-            "Preview every (iterations, 0 = never)", 0, 100_000, 200, step=50, key="tr_preview"
+            "Preview every (iterations, 0 = never)", 0, 100_000, step=50, key="tr_preview"
         )
     )
     try:
@@ -186,8 +246,23 @@ def config_controls() -> tuple[TrainConfig, str] | None:
 
 
 def loss_chart(records: list[dict]) -> None:
-    frame = pd.DataFrame([{"step": r["step"], "loss": r["loss"]} for r in records])
-    st.line_chart(frame, x="step", y="loss", height=260)
+    """The loss against the step, as plotly (the studio's other charts; Streamlit's own
+    line chart would import Altair, seconds of CPU on a first run)."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[r["step"] for r in records],
+            y=[r["loss"] for r in records],
+            mode="lines",
+            line={"color": "#1f77b4"},
+        )
+    )
+    fig.update_layout(
+        height=260,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis_title="step",
+        yaxis_title="loss",
+    )
+    st.plotly_chart(fig, key="tr_loss_chart")
 
 
 def show_preview(preview, data: str) -> None:
@@ -224,28 +299,81 @@ def show_trajectory(step: int, times, states) -> None:
     )
 
 
+def server_line() -> None:
+    """How busy the server is: places in use, the queue, how the cores are shared."""
+    scheduler = server_scheduler()
+    status, config = scheduler.status(), scheduler.config
+    limit = (
+        f" A run that has trained {config.max_run_s:.0f} s gives its place up to a waiting one."
+        if config.max_run_s
+        else ""
+    )
+    st.caption(
+        f"**This server:** {status['active']} of {status['max_active']} training places in "
+        f"use, {status['queued']} runs queued (at most {status['max_queued']}). Each run "
+        f"trains in a process of its own, and the runs in place share the {config.cores} "
+        f"cores evenly (torch threads now: {status['threads'] or '-'}).{limit}"
+    )
+
+
 def show_run() -> None:
-    """Live view of this session's run; reruns itself every second while the run goes on."""
+    """Live view of this session's run; reruns itself every REFRESH_S while the run goes on."""
     run = current_run()
     if run is None:
+        server_line()
         st.info("Choose the options and press **Start**.")
         return
     records, preview = run.recorder.snapshot()
     total = run.config.iterations
     step = records[-1]["step"] if records else run.recorder.start_step
-    if run.running:
+    server_line()
+    if run.queued:
+        scheduler = server_scheduler()
+        soonest = scheduler.status()["soonest_end_s"]
+        when = (
+            f"; the soonest run now training should end in about {soonest:.0f} s"
+            if soonest is not None
+            else ""
+        )
+        st.info(
+            f"`{run.label}` is queued: number {scheduler.position(run.ticket)} in line for one "
+            f"of the server's {scheduler.config.max_active} training places{when}. It starts "
+            "by itself; **Stop** leaves the queue.",
+            icon=":material/hourglass_top:",
+        )
+    elif run.running:
         st.progress(min(step / total, 1.0), text=f"`{run.label}`: step {step}/{total}")
     elif run.error is not None:
         show_error(*run.error)
+    elif run.preempted:
+        st.warning(
+            f"`{run.label}` stopped at step {step}/{total} after "
+            f"{server_scheduler().config.max_run_s:.0f} s of training, because another "
+            "visitor was waiting for a place. Its state is saved: **Resume** continues it "
+            "(in the queue if the server is full)."
+        )
+    elif run.reason == "left the queue":
+        st.info(f"`{run.label}` left the queue before it started.")
     else:
         st.success(f"`{run.label}` {run.reason} at step {step}/{total}.")
     if records:
         last = records[-1]
-        m1, m2, m3, m4 = st.columns(4)
+        m1, m2, m3, m4, m5 = st.columns(5)
         m1.metric("Step", f"{step}/{total}")
         m2.metric("Loss", f"{last['loss']:.4f}")
-        m3.metric("Throughput", f"{last['samples_per_s']:.0f} samples/s")
+        m3.metric(
+            "Throughput",
+            f"{last['samples_per_s']:.0f} samples/s",
+            help="Training samples per second over the latest log interval; runs training "
+            "at the same time share the cores.",
+        )
         m4.metric("ETA", f"{last['eta_s']:.0f} s" if run.running else "-")
+        m5.metric(
+            "Memory",
+            f"{run.memory_mb:.0f} MiB" if run.memory_mb else "-",
+            help="What the run's process costs: its proportional set size (pages shared "
+            "with the other runs counted in part), read from /proc while it trains.",
+        )
         left, right = st.columns([3, 2])
         with left:
             loss_chart(records)
@@ -257,7 +385,7 @@ def show_run() -> None:
         trajectory = run.recorder.latest_trajectory()
         if trajectory is not None and trajectory[2].ndim == 5:  # (T, B, C, H, W): images
             show_trajectory(*trajectory)
-    elif run.running:
+    elif run.running and not run.queued:
         st.caption("Starting: the first record comes after a few steps.")
     if not run.running and run.error is None and run.checkpoint and not run.registered:
         add_session_checkpoint(run.label, run.checkpoint)
@@ -279,20 +407,31 @@ chosen = config_controls()
 run = current_run()
 running = run is not None and run.running
 b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+busy = None
 if b1.button("Start", type="primary", disabled=running or chosen is None, key="tr_start"):
-    start_run(*chosen)
-    st.rerun()  # redraw the buttons with Start disabled
+    try:
+        start_run(*chosen)
+    except ServerBusy as error:
+        busy = error
+    else:
+        st.rerun()  # redraw the buttons with Start disabled
 if b2.button("Stop", disabled=not running, key="tr_stop"):
     run.stop()
     with st.spinner("Stopping at the next step; the state is saved..."):
         run.thread.join(timeout=60)
     st.rerun()
 if b3.button("Resume", disabled=run is None or not run.resumable, key="tr_resume"):
-    run.start(resume=True)
-    st.rerun()
+    try:
+        run.start(resume=True)
+    except ServerBusy as error:
+        busy = error
+    else:
+        st.rerun()
+if busy is not None:
+    st.error(str(busy), icon=":material/group:")
 st.session_state["tr_was_running"] = running
 
-st.fragment(show_run, run_every=1.0 if running else None)()
+st.fragment(show_run, run_every=REFRESH_S if running else None)()
 
 trained = session_checkpoints()
 if trained:

@@ -4,12 +4,12 @@
     python -m benchmarks.run_all --quick --out /tmp/RESULTS.md   # seconds: checks the harness
 
 Sections: 1-2 sampling (fixed grid and dopri5), 3 training throughput, 4 quality per solver
-budget, 5 interactive latency. Section 6 (GPU) is ``benchmarks/gpu.py``, run on a CUDA
-machine; its JSON (``--gpu-json``, by default ``benchmarks/gpu_results.json``) is included
-when present, and ``--render-only`` adds it to an existing RESULTS.md without measuring
-again. Every number in the file is measured by the run that wrote the JSON it comes from;
-``--update --sections NAME`` measures one section again, and the file says which run
-measured which section.
+budget, 5 interactive latency, 7 several visitors at once (``load``, only when named).
+Section 6 (GPU) is ``benchmarks/gpu.py``, run on a CUDA machine; its JSON (``--gpu-json``,
+by default ``benchmarks/gpu_results.json``) is included when present, and ``--render-only``
+adds it to an existing RESULTS.md without measuring again. Every number in the file is
+measured by the run that wrote the JSON it comes from; ``--update --sections NAME``
+measures one section again, and the file says which run measured which section.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import latency, quality, sampling, training
+from . import latency, load, quality, sampling, training
 from .common import machine
 from .gpu import markdown as gpu_markdown
 
@@ -36,7 +36,11 @@ SECTIONS = {
     "training": training,
     "quality": quality,
     "latency": latency,
+    "load": load,
 }
+#: What a plain run measures; ``load`` drives browsers and servers for minutes and is run
+#: by name (``--sections load --update``).
+DEFAULT_SECTIONS = ("sampling", "training", "quality", "latency")
 
 
 def retimed(results: dict) -> str:
@@ -172,7 +176,7 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
     if "training" in results:  # the cores the loops' least possible OT share is computed for
         results["training"].setdefault("cores", m["cores"])
     for name, module in SECTIONS.items():
-        if name in results:
+        if name in results and name != "load":  # section 7 comes after the GPU's 6
             lines.append(module.markdown(results[name]))
     for name, error in results.get("failed", {}).items():
         lines += [f"Section `{name}` failed in this run: `{error}`", ""]
@@ -185,6 +189,8 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
             "`python benchmarks/gpu.py --out benchmarks/gpu_results.json`, then "
             "`python -m benchmarks.run_all --render-only` adds that file here."
         )
+    if "load" in results:
+        lines += ["", SECTIONS["load"].markdown(results["load"])]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -194,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     p.add_argument("--json", type=Path, default=None, help="default: --out with .json")
     p.add_argument("--gpu-json", type=Path, default=HERE / "gpu_results.json")
-    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
+    p.add_argument(
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated, of {', '.join(SECTIONS)} (default: all but load)",
+    )
     p.add_argument("--no-pages", action="store_true", help="skip the studio page renders")
     p.add_argument(
         "--update",

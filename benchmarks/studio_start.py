@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["free_port", "healthy", "measure"]
+__all__ = ["chromium_path", "free_port", "healthy", "measure", "stop_process"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "ECNF studio"
@@ -33,6 +33,21 @@ HOME_PICTURES = 3  # the picture, the gallery and at least one image model's sam
 _PICTURES_DRAWN = """n => {
   const imgs = [...document.querySelectorAll('[data-testid="stImage"] img')];
   return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
+
+
+def chromium_path() -> str:
+    """The browser to drive: ``$ECNF_CHROMIUM``, else the system's Chromium."""
+    return os.environ.get("ECNF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """Ask a server to stop; kill it when it has not within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -101,11 +116,7 @@ def _server_visits(browser, watcher: str | None, visits: int) -> dict:
         up = time.perf_counter() - start
         runs = [_visit(browser, url) for _ in range(visits)]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
     return {"server_up": up, "cold": runs[0], "warm": runs[1:]}
 
 
@@ -113,7 +124,7 @@ def measure(quick: bool = False) -> dict:
     """Cold and warm home-page visits, with the project's config and with the watcher on."""
     from playwright.sync_api import sync_playwright
 
-    chromium = os.environ.get("ECNF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    chromium = chromium_path()
     servers = 1 if quick else 3
     out = {}
     with sync_playwright() as p:

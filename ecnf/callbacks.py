@@ -38,6 +38,11 @@ class Callback:
     def on_checkpoint(self, step: int, path: Path) -> None:
         """Called after a checkpoint is written."""
 
+    def on_step(self, step: int) -> None:
+        """Called after every optimisation step (and its log, preview and checkpoint), before
+        :meth:`should_stop`: the place for per-step work between steps, such as applying a
+        new share of the cores (:mod:`ecnf.background`)."""
+
     def on_end(self, step: int, reason: str) -> None:
         """Called once at the end; ``reason`` is ``completed``, ``stopped`` or ``interrupted``."""
 

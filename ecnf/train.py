@@ -256,6 +256,9 @@ def fit(
                         cb.on_preview_trajectory(step, times, states)
                 if is_ckpt and step < config.iterations:
                     saved_path = run.save("running", callbacks)
+                if run.main:
+                    for cb in callbacks:
+                        cb.on_step(step)
                 if _should_stop(run, interrupted, callbacks) and step < config.iterations:
                     reason = "interrupted" if interrupted.is_set() else "stopped"
                     break

@@ -31,6 +31,17 @@ def wait_for_run(at: AppTest, seconds: float = 60) -> None:
     assert not at.exception, at.exception
 
 
+def wait_for_records(run, after: int = 0, seconds: float = 60) -> None:
+    """Until the run's process has logged past step ``after`` (it starts in its own process)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        records = run.recorder.snapshot()[0]
+        if records and records[-1]["step"] > after:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no record past step {after} after {seconds:.0f} s")
+
+
 def small_run(at: AppTest, steps: int) -> None:
     at.number_input(key="tr_steps").set_value(steps)
     at.select_slider(key="tr_width").set_value(32)
@@ -45,20 +56,84 @@ def test_train_runs_in_the_background_and_registers_its_checkpoint(studio):
     assert [t.value for t in at.title] == ["Train"]
     assert at.info  # nothing started yet
     assert at.button(key="tr_resume").disabled
-    assert at.number_input(key="tr_lr").value == pytest.approx(2e-4)
-    assert at.number_input(key="tr_ema").value == pytest.approx(0.999)
+    assert "0 of 2 training places in use, 0 runs queued" in " ".join(c.value for c in at.caption)
     small_run(at, 20)
     at.button(key="tr_start").click().run()
     assert not at.exception, at.exception
     wait_for_run(at)
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Step") == "20/20"
-    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curve
-    assert at.get("plotly_chart")  # the 2D preview
+    assert len(at.get("plotly_chart")) == 2  # the loss curve and the 2D preview
     assert any("completed" in s.value for s in at.success)
     labels = list(at.session_state["session_checkpoints"])
     assert labels == ["session/moons_fm_mlp_seed0"]
     assert not at.button(key="tr_start").disabled
+
+
+def test_train_opens_on_quick_defaults_per_data_set_and_offers_the_seed_papers(studio):
+    at = open_app(TRAIN)
+    form = ("tr_steps", "tr_lr", "tr_ema")
+
+    def values():
+        return [at.number_input(key=k).value for k in form] + [
+            at.selectbox(key="tr_schedule").value
+        ]
+
+    assert values() == [1000, pytest.approx(2e-3), pytest.approx(0.999), "cosine"]
+    at.button(key="tr_seed_paper").click().run()
+    assert values() == [1000, pytest.approx(2e-4), pytest.approx(0.999), "constant"]
+    assert at.number_input(key="tr_wd").value == pytest.approx(1e-4)
+    at.selectbox(key="tr_data").set_value("digits").run()  # another data set: its defaults
+    assert values() == [1000, pytest.approx(1e-3), pytest.approx(0.999), "cosine"]
+    at.button(key="tr_quick").click().run()
+    assert not at.exception, at.exception
+
+
+@pytest.fixture
+def small_server(monkeypatch):
+    """A server with one training place and a queue of one."""
+    from studio.training import server_scheduler
+
+    monkeypatch.setenv("ECNF_STUDIO_MAX_RUNS", "1")
+    monkeypatch.setenv("ECNF_STUDIO_MAX_QUEUED", "1")
+    server_scheduler.clear()
+    yield server_scheduler
+    server_scheduler.clear()
+
+
+def test_train_queues_past_the_servers_limit_and_says_when_it_is_full(studio, small_server):
+    sessions = [open_app(TRAIN) for _ in range(3)]
+    runs = []
+    try:
+        for at in sessions:
+            small_run(at, 100_000)
+            at.number_input(key="tr_preview").set_value(0)
+            at.button(key="tr_start").click().run()
+            assert not at.exception, at.exception
+        first, second, third = sessions
+        runs = [at.session_state["train_run"] for at in (first, second)]
+        assert "train_run" not in third.session_state
+        assert runs[1].queued and not runs[0].queued
+        second.run()
+        queued = " ".join(i.value for i in second.info)
+        assert "is queued: number 1 in line for one of the server's 1 training places" in queued
+        busy = " ".join(e.value for e in third.error)
+        assert "The server is busy: 1 runs are training (at most 1 at a time)" in busy
+        assert "the queue is full (1 waiting)" in busy
+        assert "1 of 1 training places in use, 1 runs queued" in " ".join(
+            c.value for c in third.caption
+        )
+        first.button(key="tr_stop").click().run()  # frees the place: the queued run starts
+        deadline = time.monotonic() + 30
+        while runs[1].queued and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not runs[1].queued and runs[1].running
+        second.button(key="tr_stop").click().run()
+        assert runs[1].reason == "stopped" and small_server().status()["active"] == 0
+    finally:
+        for run in runs:
+            run.stop()
+            run.thread.join(timeout=30)
 
 
 def test_train_stop_then_resume(studio):
@@ -70,7 +145,7 @@ def test_train_stop_then_resume(studio):
     try:
         assert at.button(key="tr_start").disabled  # one run per session at a time
         assert not at.button(key="tr_stop").disabled
-        time.sleep(1.0)
+        wait_for_records(run)
         at.button(key="tr_stop").click().run()
         assert not at.exception, at.exception
         assert run.reason == "stopped" and not run.running
@@ -79,7 +154,7 @@ def test_train_stop_then_resume(studio):
         assert not at.button(key="tr_resume").disabled
         at.button(key="tr_resume").click().run()
         assert at.session_state["train_run"] is run and at.button(key="tr_start").disabled
-        time.sleep(1.0)
+        wait_for_records(run, after=first)
         at.button(key="tr_stop").click().run()
         assert not at.exception, at.exception
         assert run.reason == "stopped" and run.error is None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, healthy
+from helpers import free_port, healthy, stop_process
 from PIL import Image
 
 from studio.ui import PAGES
@@ -114,12 +114,7 @@ def server(tiny_checkpoints, imported_dir, tmp_path_factory) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +317,40 @@ def test_an_imported_model_samples_in_a_browser(server, page, js_errors):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "imported_model.png"), full_page=True)
     assert not js_errors, js_errors
+
+
+def places_in_use(page: Page, server: str) -> int:
+    """The Train page's own count of the server's training places in use."""
+    page.goto(f"{server}/training")
+    page.get_by_text("training places in").first.wait_for()
+    text = page.get_by_text("training places in").first.inner_text()
+    return int(text.split("This server:")[1].split(" of ")[0])
+
+
+def test_a_closed_tabs_run_stops_and_frees_its_place(server, browser):
+    """A visitor starts a long run and closes the tab: the server stops the run at once
+    (its session ends), and another visitor sees the place free within 10 s."""
+    watcher = browser.new_context(viewport=VIEWPORT)
+    watcher.set_default_timeout(TIMEOUT_MS)
+    visitor = browser.new_context(viewport=VIEWPORT)
+    visitor.set_default_timeout(TIMEOUT_MS)
+    try:
+        other = watcher.new_page()
+        assert places_in_use(other, server) == 0
+        tab = visitor.new_page()
+        tab.goto(f"{server}/training")
+        tab.get_by_role("heading", name="Train", exact=True).wait_for()
+        settle(tab)
+        for label in ("Width", "Depth (layers or residual blocks)"):
+            slide_to_start(tab, label)
+        type_number(tab, "Iterations", 200_000)
+        tab.get_by_role("button", name="Start", exact=True).click()
+        tab.get_by_text("Throughput").first.wait_for()  # training, not only started
+        assert places_in_use(other, server) == 1
+        visitor.close()  # the tab goes: its websocket closes
+        closed = time.monotonic()
+        while places_in_use(other, server) != 0:
+            assert time.monotonic() - closed < 10, "the closed tab's run still holds its place"
+            other.wait_for_timeout(500)
+    finally:
+        watcher.close()
