@@ -20,6 +20,7 @@ from ecnf.data import TOY_EXTENT, DatasetNotFoundError, dataset_shape
 from ecnf.export import image_grid
 from ecnf.nets import ACTIVATIONS
 from ecnf.train import PREVIEW_SOLVER
+from ecnf_display.pictures import points_image
 from studio import enlarged, session_workdir, show_error
 from studio.training import (
     ServerBusy,
@@ -267,19 +268,9 @@ def loss_chart(records: list[dict]) -> None:
 
 def show_preview(preview, data: str) -> None:
     step, samples = preview
-    if samples.ndim == 2:
-        fig = go.Figure(
-            go.Scattergl(
-                x=samples[:, 0].numpy(),
-                y=samples[:, 1].numpy(),
-                mode="markers",
-                marker={"size": 3, "color": "#1f77b4"},
-            )
-        )
-        fig.update_xaxes(range=[-TOY_EXTENT, TOY_EXTENT])
-        fig.update_yaxes(range=[-TOY_EXTENT, TOY_EXTENT], scaleanchor="x")
-        fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-        st.plotly_chart(fig, key="tr_preview_chart")
+    if samples.ndim == 2:  # an image, not a chart: cheap to redraw every few seconds
+        st.image(points_image(samples.numpy(), 320, TOY_EXTENT))
+        st.caption(f"The square [-{TOY_EXTENT:g}, {TOY_EXTENT:g}]², y up.")
     else:
         st.image(enlarged(image_grid(samples, nrow=4), 320))
     method, steps = PREVIEW_SOLVER

@@ -138,6 +138,15 @@ def summary(results: dict) -> list[str]:
     return lines
 
 
+def _latest_updates(updates: list[dict]) -> list[dict]:
+    """Each section's latest re-measurement only (an older one's numbers were replaced)."""
+    latest = {}
+    for u in updates:
+        for name in u["sections"]:
+            latest[name] = u
+    return list({id(u): u for u in latest.values()}.values())
+
+
 def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str:
     m = results["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
@@ -154,7 +163,7 @@ def render(results: dict, gpu: dict | None, command: str, seconds: float) -> str
             f"measured again by `{u['command']}` on {u['machine']['date']} "
             f"({u['seconds'] / 60:.1f} min, {u['machine']['cores']} cores, torch threads "
             f"{u['machine']['torch_threads']}); the numbers there are from that run"
-            for u in results.get("updates", [])
+            for u in _latest_updates(results.get("updates", []))
         ),
         "",
         "Timings are medians over interleaved rounds in this one run; every ratio is the "

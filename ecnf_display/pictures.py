@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["enlarged", "save_scatter", "scatter_figure", "scatter_image"]
+__all__ = ["enlarged", "points_image", "save_scatter", "scatter_figure", "scatter_image"]
 
 
 def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
@@ -26,6 +26,34 @@ def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
     """
     scale = max(1, width // image.shape[1])
     return image.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def points_image(
+    points: np.ndarray, size: int = 320, lim: float | None = None, radius: int = 1
+) -> np.ndarray:
+    """2D ``points`` (N, 2) as a ``size`` x ``size`` RGB image of the square ``[-lim, lim]^2``
+    (``y`` up), drawn without matplotlib: a live view redraws it every few seconds.
+
+    Example:
+        >>> image = points_image(np.zeros((1, 2)), size=11, lim=1.0, radius=0)
+        >>> image.shape, image[5, 5].tolist(), image[1, 1].tolist(), image[0, 0].tolist()
+        ((11, 11, 3), [31, 119, 180], [255, 255, 255], [200, 200, 200])
+    """
+    if lim is None:
+        from ecnf.data import TOY_EXTENT
+
+        lim = TOY_EXTENT
+    image = np.full((size, size, 3), 255, np.uint8)
+    scale = (size - 1) / (2 * lim)
+    cols = np.rint((np.asarray(points)[:, 0] + lim) * scale).astype(int)
+    rows = np.rint((lim - np.asarray(points)[:, 1]) * scale).astype(int)
+    for dr in range(-radius, radius + 1):
+        for dc in range(-radius, radius + 1):
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+            image[r[inside], c[inside]] = (31, 119, 180)
+    image[[0, -1], :] = image[:, [0, -1]] = 200  # the frame of the square
+    return image
 
 
 def scatter_figure(
@@ -77,6 +105,7 @@ def scatter_image(
     global state, so servers may call it from several threads at once.
 
     Example:
+        >>> import torch
         >>> scatter_image(torch.zeros(5, 2), size=200).shape
         (200, 200, 3)
     """

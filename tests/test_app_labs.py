@@ -63,7 +63,7 @@ def test_train_runs_in_the_background_and_registers_its_checkpoint(studio):
     wait_for_run(at)
     assert not at.error, [e.value for e in at.error]
     assert metric(at, "Step") == "20/20"
-    assert len(at.get("plotly_chart")) == 2  # the loss curve and the 2D preview
+    assert len(at.get("plotly_chart")) == 1 and len(at.image) == 1  # loss curve, 2D preview
     assert any("completed" in s.value for s in at.success)
     labels = list(at.session_state["session_checkpoints"])
     assert labels == ["session/moons_fm_mlp_seed0"]
