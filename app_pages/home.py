@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ecnf_display import home
-from studio.ui import PAGES
+from studio import PAGES, file_stamp
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -29,13 +29,13 @@ def computed_panels(root: str, stamps: tuple) -> dict:
 
 def panels() -> tuple[dict, str]:
     """The pictures by key, and a sentence saying where they come from."""
-    from ecnf.shipped import checkpoints_dir
+    from ecnf.shipped import checkpoints_dir, list_checkpoints
 
     root = checkpoints_dir()
     stamps = tuple(
-        (str(p), p.stat().st_mtime_ns)
+        (path, file_stamp(path))
         for kind in ("2d", "images")
-        for p in sorted((root / kind).glob("*.safetensors"))
+        for path in list_checkpoints(kind, root).values()
     )
     found = stored_panels(str(root), stamps)
     if found is not None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from ecnf._run import LOG_NAME
 from studio.scheduler import config_from_env
 
-from .studio_start import chromium_path, free_port, healthy, stop_process
+from .studio_start import chromium_path, free_port, healthy, settle, stop_process
 
 __all__ = ["markdown", "run"]
 
@@ -90,30 +90,14 @@ def _studio(port: int):
 # ---- studio: training visitors --------------------------------------------------------------
 
 
-def _settle(page, timeout_s: float = 300) -> None:
-    app = page.get_by_test_id("stApp")
-    deadline, quiet = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        idle = app.get_attribute("data-test-script-state") == "notRunning"
-        now = time.monotonic()
-        if not idle:
-            quiet = None
-        elif quiet is None:
-            quiet = now
-        elif now - quiet >= 0.5:
-            return
-        page.wait_for_timeout(100)
-    raise TimeoutError(f"{page.url} still running after {timeout_s:.0f} s")
-
-
 def _start_training(page, url: str, iterations: int) -> None:
     page.goto(f"{url}/training")
     page.get_by_role("heading", name="Train", exact=True).wait_for()
-    _settle(page)
+    settle(page)
     field = page.get_by_label("Iterations", exact=True)
     field.fill(str(iterations))
     field.press("Enter")
-    _settle(page)
+    settle(page)
 
 
 def _step(page) -> int | None:
@@ -179,7 +163,7 @@ def studio_load(browser, visitors: int, samplers: int, window_s: float) -> dict:
             out["alone"] = _window(trainers[:1], window_s)[0]
             main = trainers[0].get_by_test_id("stMainBlockContainer")
             main.get_by_role("button", name="Stop", exact=True).click()
-            _settle(trainers[0])
+            settle(trainers[0])
             # all of them, pressing Start together (the first one starts a fresh run)
             for p in trainers:
                 _start_training(p, url, 200_000)
@@ -193,7 +177,7 @@ def studio_load(browser, visitors: int, samplers: int, window_s: float) -> dict:
                 start = time.monotonic()
                 p.goto(f"{url}/playground")
                 p.get_by_role("heading", name="2D playground", exact=True).wait_for()
-                _settle(p)
+                settle(p)
                 errors = p.get_by_test_id("stException").count() + p.locator(
                     '[data-testid="stAlert"]:has-text("could not")').count()  # fmt: skip
                 opened.append({"seconds": time.monotonic() - start, "errors": errors})
@@ -315,7 +299,7 @@ def markdown(result: dict) -> str:
         "visitor alone |",
         "",
         "Queued visitors were told: "
-        + ("; ".join(_without_icon(m).rstrip(".") for m in s["queued_messages"]) or "none queued")
+        + ("; ".join(m.rstrip(".") for m in s["queued_messages"]) or "none queued")
         + ".",
         "",
         f"Meanwhile {s['samplers']} more visitors opened the 2D playground (seconds until each "

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["chromium_path", "free_port", "healthy", "measure", "stop_process"]
+__all__ = ["chromium_path", "free_port", "healthy", "measure", "settle", "stop_process"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "ECNF studio"
@@ -66,33 +66,49 @@ def healthy(url: str) -> bool:
         return False
 
 
+def settle(
+    page, timeout_s: float = 300, quiet_s: float = 0.5, poll_ms: int = 100, also=lambda: True
+) -> float:
+    """Wait until a Streamlit page's script has stayed finished (and connected, and ``also()``
+    true) for ``quiet_s``, since a rerun may start late; returns the ``time.monotonic()`` at
+    which that quiet began. :class:`TimeoutError` after ``timeout_s``."""
+    app = page.get_by_test_id("stApp")
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        idle = (
+            app.get_attribute("data-test-script-state") == "notRunning"
+            and app.get_attribute("data-test-connection-state") == "CONNECTED"
+            and also()
+        )
+        now = time.monotonic()
+        if not idle:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            return quiet_since
+        page.wait_for_timeout(poll_ms)
+    raise TimeoutError(f"{page.url} was still running after {timeout_s:.0f} s")
+
+
 def _visit(browser, url: str, timeout_s: float = 300) -> dict:
     """Seconds from asking for the page to its title, first picture and finished script."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(timeout_s * 1000)
-    start = time.perf_counter()
+    start = time.monotonic()
     page.goto(url)
     page.get_by_role("heading", name=TITLE, exact=True).wait_for()
-    title = time.perf_counter() - start
+    title = time.monotonic() - start
     page.wait_for_function(_PICTURES_DRAWN, arg=1)
-    first_picture = time.perf_counter() - start
-    app, quiet_since, done = page.get_by_test_id("stApp"), None, None
-    while time.perf_counter() - start < timeout_s:
-        idle = app.get_attribute("data-test-script-state") == "notRunning"
-        drawn = page.evaluate(f"({_PICTURES_DRAWN})({HOME_PICTURES})")
-        now = time.perf_counter()
-        if not (idle and drawn):
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since >= 0.5:
-            done = quiet_since - start
-            break
-        page.wait_for_timeout(50)
-    context.close()
-    if done is None:
-        raise TimeoutError(f"the home page was still running after {timeout_s:.0f} s")
+    first_picture = time.monotonic() - start
+    try:
+        done = settle(
+            page, timeout_s, poll_ms=50,
+            also=lambda: page.evaluate(f"({_PICTURES_DRAWN})({HOME_PICTURES})"),
+        ) - start  # fmt: skip
+    finally:
+        context.close()
     return {"title": title, "first_picture": first_picture, "finished": done}
 
 

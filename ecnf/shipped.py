@@ -37,10 +37,10 @@ def checkpoints_dir() -> Path:
     return Path(os.environ.get(CHECKPOINTS_ENV) or SHIPPED_DIR)
 
 
-def list_checkpoints(kind: str) -> dict[str, str]:
-    """``{name: path}`` of the ``*.safetensors`` files under ``checkpoints_dir()/kind``, by
-    name."""
-    folder = checkpoints_dir() / kind
+def list_checkpoints(kind: str, root: str | Path | None = None) -> dict[str, str]:
+    """``{name: path}`` of the ``*.safetensors`` files under ``root/kind`` (``root``:
+    :func:`checkpoints_dir` by default), by name."""
+    folder = (Path(root) if root is not None else checkpoints_dir()) / kind
     return {p.stem: str(p) for p in sorted(folder.glob("*.safetensors"))}
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecnf.shipped import checkpoints_dir
+from ecnf.shipped import checkpoints_dir, list_checkpoints
 
 __all__ = [
     "FOLDER",
@@ -80,13 +80,9 @@ def sources(root: Path | None = None) -> dict[str, str]:
     root = Path(root) if root is not None else checkpoints_dir()
     found = {}
     for kind in ("2d", "images"):
-        for name, path in _listed(root, kind).items():
+        for name, path in list_checkpoints(kind, root).items():
             found[f"{kind}/{name}"] = _digest(path)
     return found
-
-
-def _listed(root: Path, kind: str) -> dict[str, str]:
-    return {p.stem: str(p) for p in sorted((root / kind).glob("*.safetensors"))}
 
 
 def read(root: Path | None = None) -> dict[str, Panel] | None:
@@ -128,7 +124,7 @@ def sample(root: Path | None = None) -> tuple[dict[str, np.ndarray], list[dict]]
     from ecnf.shipped import rank_image_checkpoints
 
     root = Path(root) if root is not None else checkpoints_dir()
-    two_d, images = _listed(root, "2d"), _listed(root, "images")
+    two_d, images = list_checkpoints("2d", root), list_checkpoints("images", root)
     arrays: dict[str, np.ndarray] = {}
     facts: list[dict] = []
 

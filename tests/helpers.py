@@ -6,9 +6,18 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from benchmarks.studio_start import free_port, healthy, stop_process  # shared with benchmarks
+from benchmarks.studio_start import free_port, healthy, settle, stop_process  # shared
 
-__all__ = ["APP", "demo_client", "free_port", "healthy", "metric", "open_app", "stop_process"]
+__all__ = [
+    "APP",
+    "demo_client",
+    "free_port",
+    "healthy",
+    "metric",
+    "open_app",
+    "settle",
+    "stop_process",
+]
 
 #: The studio's entry script.
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import free_port, healthy, stop_process
+from helpers import settle as wait_until_settled
 from PIL import Image
 
 from studio.ui import PAGES
@@ -144,23 +145,10 @@ def js_errors(page: Page) -> list[str]:
 
 def settle(page: Page, quiet_s: float = 0.5, timeout_s: float = TIMEOUT_MS / 1000) -> None:
     """Wait until the script has stayed finished for ``quiet_s`` (a rerun may start late)."""
-    app = page.get_by_test_id("stApp")
-    deadline = time.monotonic() + timeout_s
-    quiet_since = None
-    while time.monotonic() < deadline:
-        idle = (
-            app.get_attribute("data-test-script-state") == "notRunning"
-            and app.get_attribute("data-test-connection-state") == "CONNECTED"
-        )
-        now = time.monotonic()
-        if not idle:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since >= quiet_s:
-            return
-        page.wait_for_timeout(100)
-    pytest.fail(f"{page.url} was still running after {timeout_s:.0f} s", pytrace=False)
+    try:
+        wait_until_settled(page, timeout_s, quiet_s)
+    except TimeoutError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 def slide_to_start(page: Page, label: str) -> None:
