@@ -10,7 +10,6 @@ import streamlit as st
 import torch
 
 from ecnf import (
-    TOY_DATASETS,
     Callback,
     LossConfig,
     MLPConfig,
@@ -21,7 +20,7 @@ from ecnf import (
     integrate,
     sample_toy,
 )
-from ecnf.data import TOY_EXTENT
+from ecnf.data import TOY_EXTENT, is_toy
 from ecnf.evaluation import compare_to_data
 from ecnf.nets import ACTIVATIONS
 from ecnf.solvers import methods_for, solver_options
@@ -38,6 +37,7 @@ from studio import (
     show_error,
     solver_controls,
 )
+from studio.distributions import distribution_input, distribution_label
 from studio.training import session_checkpoints_of
 
 MAX_ANIMATED_POINTS, MAX_FRAMES, PATHS_SHOWN = 600, 51, 150
@@ -123,15 +123,12 @@ class LiveLoss(Callback):
 
 
 def train_controls() -> TrainConfig | None:
-    """The training form; returns a config when Train was pressed (None otherwise)."""
+    """The data, then the training form; returns a config when Train was pressed."""
+    target = distribution_input("Target (t = 1)", "moons", "p2_target")
+    with st.expander("Source (t = 0): a standard normal unless you change it"):
+        source = distribution_input("Source (t = 0)", "gaussian", "p2_source")
     with st.form("p2_train_form"):
         c1, c2, c3 = st.columns(3)
-        source = c1.selectbox(
-            "Source (t = 0)", TOY_DATASETS, index=TOY_DATASETS.index("gaussian"), key="p2_source"
-        )
-        target = c1.selectbox(
-            "Target (t = 1)", TOY_DATASETS, index=TOY_DATASETS.index("moons"), key="p2_target"
-        )
         loss = c1.selectbox(
             "Loss",
             ["fm", "otcfm", "consistency"],
@@ -154,8 +151,9 @@ def train_controls() -> TrainConfig | None:
             help="AdamW's peak learning rate, decayed to 0 on a cosine as for the shipped models.",
         )
         batch = c3.select_slider("Batch size", [64, 128, 256, 512], value=256, key="p2_batch")
-        pressed = st.form_submit_button("Train", type="primary", key="p2_train")
-    if not pressed:
+        ready = target is not None and source is not None
+        pressed = st.form_submit_button("Train", type="primary", key="p2_train", disabled=not ready)
+    if not pressed or not ready:
         return None
     try:
         if arch == "mlp":
@@ -200,7 +198,8 @@ def train(config: TrainConfig) -> None:
         "path": str(result.checkpoint),
         "history": [{"step": r["step"], "loss": r["loss"]} for r in result.history],
         "seconds": result.wall_time_s,
-        "label": f"{config.source} → {config.data}, {config.loss.name}, "
+        "label": f"{distribution_label(config.source)} → {distribution_label(config.data)}, "
+        f"{config.loss.name}, "
         f"{config.model.arch} {config.model.width} x {depth_of(config.model)}, "
         f"{config.iterations} iterations (this session)",
     }
@@ -246,7 +245,7 @@ def show_model(path: str, label: str) -> None:
         stamp = file_stamp(path)
         meta = checkpoint_meta(path, stamp)
         data, source = meta["dataset"], meta.get("source", "gaussian")
-        if data not in TOY_DATASETS or tuple(meta["model_config"]["data_shape"]) != (2,):
+        if not is_toy(data) or tuple(meta["model_config"]["data_shape"]) != (2,):
             raise ValueError(f"{label} was trained on {data!r}, not on 2D data")
     except (ValueError, OSError, KeyError) as error:
         show_error(error, "choose another checkpoint (2D models live in checkpoints/2d).")
@@ -254,7 +253,8 @@ def show_model(path: str, label: str) -> None:
     set_active_checkpoint(label)
     st.header("Sampling")
     st.caption(
-        f"`{label}`: {source} → {data}, loss `{meta.get('loss')}`, {meta.get('steps')} "
+        f"`{label}`: {distribution_label(source)} → {distribution_label(data)}, loss "
+        f"`{meta.get('loss')}`, {meta.get('steps')} "
         "training steps."
     )
     c1, c2, c3, c4 = st.columns(4)
@@ -271,11 +271,12 @@ def show_model(path: str, label: str) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("NFE", res["nfe"], help="velocity evaluations spent by the solver")
     m2.metric("Solve time", f"{res['seconds'] * 1000:.0f} ms")
-    m3.metric(f"W2 to fresh {data}", f"{res['w2']:.3f}")
+    m3.metric(f"W2 to fresh {distribution_label(data)}", f"{res['w2']:.3f}")
     m4.metric("Data-vs-data floor", f"{res['floor']:.3f}")
     st.caption(
         f"Exact W2 between n = {n} samples ({solver}, NFE = {res['nfe']}) and n = {n} fresh "
-        f"{data} points (seed {seed}); the floor is W2 between two fresh sets of n = {n}: "
+        f"{distribution_label(data)} points (seed {seed}); the floor is W2 between two fresh "
+        f"sets of n = {n}: "
         "what a perfect model reaches at this sample size."
     )
 
@@ -316,7 +317,8 @@ def show_density(path: str, stamp: int, source: str, res: dict) -> None:
     if source != "gaussian":
         st.info(
             f"The model density needs the log-density of the source; this model starts from "
-            f"`{source}`, and ecnf's likelihood assumes a standard normal source. Train from "
+            f"`{distribution_label(source)}`, and ecnf's likelihood assumes a standard normal "
+            "source. Train from "
             "`gaussian` to see it."
         )
         return

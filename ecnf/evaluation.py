@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_positive_int
 from .checkpoint import checkpoint_info, load
-from .data import TOY_DATASETS, load_images, sample_toy, to_model_range
+from .data import is_toy, load_images, sample_toy, to_model_range
 from .metrics import mmd2, wasserstein2
 from .solvers import (
     FIXED_METHODS,
@@ -184,7 +184,7 @@ def evaluate_2d(
     info = checkpoint_info(path)
     meta = info["metadata"]
     data, source = meta["dataset"], meta.get("source", "gaussian")
-    if data not in TOY_DATASETS:
+    if not is_toy(data):
         raise ValueError(f"{path} was trained on {data!r}, not a 2D data set")
     model = load(path, device="cpu")
     sets = toy_sets(data, source, num_samples, seed)

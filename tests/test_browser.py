@@ -342,3 +342,35 @@ def test_a_closed_tabs_run_stops_and_frees_its_place(server, browser):
             other.wait_for_timeout(500)
     finally:
         watcher.close()
+
+
+def test_a_drawing_on_the_canvas_is_trained_on_and_its_flow_shown(server, page, js_errors):
+    """Draw a stroke with the mouse on the 2D playground's canvas, see its points, train a
+    flow on them, and see the trajectories and the W2 against fresh points of the drawing."""
+    page.goto(f"{server}/playground")
+    page.get_by_role("heading", name="2D playground", exact=True).wait_for()
+    settle(page)
+    choose(page, "Train your own")
+    page.get_by_test_id("stRadio").get_by_text("Draw it", exact=True).first.click()
+    settle(page)
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.3 * box["height"])
+    page.mouse.down()
+    for i in range(1, 41):  # a wave across the canvas
+        x = 0.2 + 0.6 * i / 40
+        y = 0.5 + 0.25 * np.sin(2 * np.pi * i / 40)
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+    page.mouse.up()
+    page.get_by_text("points drawn from").first.wait_for()
+    settle(page)
+    slide_to_start(page, "Training iterations")  # 20 iterations
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Final loss").first.wait_for()
+    settle(page)
+    assert page.get_by_text("W2 to fresh your drawing").count() == 1
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=30_000)
+    assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
+    screenshot(page, "drawn_playground")
+    assert not js_errors, js_errors

@@ -62,10 +62,10 @@ def add_eval_parser(sub) -> None:
 
 def _test_data(info: dict, num: int, seed: int, data_root=None) -> torch.Tensor:
     """``num`` fresh points of the model's data: a seeded toy draw or test-split images."""
-    from ..data import TOY_DATASETS, load_images, sample_toy, to_model_range
+    from ..data import is_toy, load_images, sample_toy, to_model_range
 
     name = info["metadata"]["dataset"]
-    if name in TOY_DATASETS:
+    if is_toy(name):
         return sample_toy(name, num, generator=torch.Generator().manual_seed(seed))
     images = load_images(name, root=data_root, train=False)
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]
@@ -116,7 +116,7 @@ def run_likelihood(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..data import TOY_DATASETS
+    from ..data import is_toy
     from ..evaluation import data_floor, toy_sets
     from ..metrics import mmd2, wasserstein2
     from ..solvers import integrate
@@ -125,7 +125,7 @@ def run_eval(args) -> int:
     model, info, device = load_checkpoint(args)
     shape = tuple(model.config.data_shape)
     name = info["metadata"].get("dataset")
-    if shape != (2,) or name not in TOY_DATASETS:
+    if shape != (2,) or not is_toy(name):
         return _eval_images(args, info, device)
     # the sets of the model cards and the studio: noise, fresh data, a second fresh set
     sets = toy_sets(name, info["metadata"].get("source", "gaussian"), args.num, args.seed)

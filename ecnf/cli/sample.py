@@ -37,11 +37,11 @@ def add_parser(sub) -> None:
 
 def source_noise(info: dict, shape: tuple[int, ...], num: int, seed: int) -> torch.Tensor:
     """``num`` draws of the distribution the model starts from: its 2D source, else N(0, I)."""
-    from ..data import TOY_DATASETS, sample_toy
+    from ..data import is_toy, sample_toy
 
     gen = torch.Generator().manual_seed(seed)
     source = info["metadata"].get("source", "gaussian")
-    if shape == (2,) and source in TOY_DATASETS:
+    if shape == (2,) and is_toy(source):
         return sample_toy(source, num, generator=gen)
     return torch.randn((num, *shape), generator=gen)
 

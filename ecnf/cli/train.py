@@ -25,9 +25,14 @@ def _data_args(t: argparse.ArgumentParser, tc: dict) -> None:
     g.add_argument(
         "--data",
         default=tc["data"],
-        help="target: a 2D toy, digits, fashion_mnist, cifar10, folder",
+        help="target: a 2D toy, drawn:<picture> (2D, dense where dark), digits, "
+        "fashion_mnist, cifar10, folder",
     )
-    g.add_argument("--source", default=tc["source"], help="source distribution for 2D data")
+    g.add_argument(
+        "--source",
+        default=tc["source"],
+        help="source distribution for 2D data (a 2D toy or drawn:<picture>)",
+    )
     g.add_argument("--data-root", help="folder with image data sets (or your image folder)")
     g.add_argument("--download", action="store_true", help="download the data set if missing")
     g.add_argument("--flip", action="store_true", help="random horizontal flips")

@@ -33,7 +33,7 @@ from .._checks import check_choice, check_finite, check_positive_int
 from .cifar import load_cifar10
 from .fashion_mnist import load_fashion_mnist
 from .sources import DatasetNotFoundError
-from .toys import TOY_DATASETS
+from .toys import TOY_DATASETS, is_toy
 
 __all__ = [
     "DIGITS_TRAIN_SIZE",
@@ -103,9 +103,10 @@ def dataset_shape(
         >>> dataset_shape("moons"), dataset_shape("fashion_mnist"), dataset_shape("folder")
         ((2,), (1, 28, 28), (3, 32, 32))
     """
-    check_choice("dataset", name, (*TOY_DATASETS, *IMAGE_DATASETS))
+    if not is_toy(name):
+        check_choice("dataset", name, (*TOY_DATASETS, *IMAGE_DATASETS))
     _check_size_and_channels(image_size, channels)
-    if name in TOY_DATASETS:
+    if is_toy(name):
         if image_size is not None or channels is not None:
             raise ValueError(
                 f"image_size and channels apply to image data sets only, not the 2D toy "

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_positive_int
 from .images import IMAGE_DATASETS, dataset_shape, load_images, to_model_range
-from .toys import TOY_DATASETS, sample_toy
+from .toys import TOY_DATASETS, check_toy, is_toy, sample_toy
 
 __all__ = ["DataStream", "ImageStream", "ToyStream", "make_stream"]
 
@@ -85,7 +85,7 @@ class ToyStream(DataStream):
     """Batches of a 2D toy distribution (see :func:`~ecnf.data.sample_toy`).
 
     Arguments:
-        name: one of :data:`~ecnf.data.TOY_DATASETS`.
+        name: one of :data:`~ecnf.data.TOY_DATASETS`, or ``"drawn:<file>"``.
         seed: the seed; batch ``k`` is drawn from a generator seeded by ``(seed, rank, k)``.
         rank: this process's rank, so that ranks draw different samples.
 
@@ -96,7 +96,7 @@ class ToyStream(DataStream):
     """
 
     def __init__(self, name: str, seed: int = 0, *, rank: int = 0) -> None:
-        self.name = check_choice("dataset", name, TOY_DATASETS)
+        self.name = check_toy("dataset", name)
         self.shape = (2,)
         self.seed = _check_seed(seed)
         self.rank = check_positive_int("rank", rank, minimum=0)
@@ -255,11 +255,12 @@ def make_stream(
         >>> make_stream("digits", flip=True).next_batch(4).shape
         torch.Size([4, 1, 8, 8])
     """
-    check_choice("dataset", name, (*TOY_DATASETS, *IMAGE_DATASETS))
+    if not is_toy(name):
+        check_choice("dataset", name, (*TOY_DATASETS, *IMAGE_DATASETS))
     _check_rank(rank, world_size)
     _check_seed(seed)
     dataset_shape(name, image_size, channels)  # validates image_size and channels
-    if name in TOY_DATASETS:
+    if is_toy(name):
         if flip:
             raise ValueError(f"flip=True applies to image data sets only, not dataset={name!r}")
         return ToyStream(name, seed, rank=rank)

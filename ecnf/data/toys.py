@@ -37,9 +37,10 @@ from collections.abc import Callable
 import torch
 from torch import Generator, Tensor
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_positive_int
+from .drawn import drawing_file, is_drawn, load_drawing
 
-__all__ = ["TOY_DATASETS", "TOY_EXTENT", "sample_toy"]
+__all__ = ["TOY_DATASETS", "TOY_EXTENT", "check_toy", "is_toy", "sample_toy"]
 
 #: Half-width of the square ``[-TOY_EXTENT, TOY_EXTENT]^2`` on which 2D data, samples and
 #: flows are drawn: every toy lies roughly within ``[-4, 4]^2``; half a unit is margin.
@@ -159,8 +160,31 @@ _SAMPLERS: dict[str, _Sampler] = {
     "pinwheel": _pinwheel,
 }
 
-#: Names accepted by :func:`sample_toy`.
+#: The built-in distributions of :func:`sample_toy`; it also takes ``"drawn:<file>"``.
 TOY_DATASETS: tuple[str, ...] = tuple(_SAMPLERS)
+
+
+def is_toy(name: str) -> bool:
+    """Whether ``name`` is a 2D distribution: a built-in toy or a drawing ``"drawn:<file>"``.
+
+    Example:
+        >>> is_toy("moons"), is_toy("drawn:heart.png"), is_toy("digits")
+        (True, True, False)
+    """
+    return name in TOY_DATASETS or is_drawn(name)
+
+
+def check_toy(argument: str, name: str) -> str:
+    """Return ``name`` if it is a 2D distribution, else raise a ``ValueError`` naming it."""
+    if is_drawn(name):
+        drawing_file(name)
+        return name
+    if name not in TOY_DATASETS:
+        raise ValueError(
+            f"{argument}={name!r} is not supported; choose one of {', '.join(TOY_DATASETS)} "
+            "or a picture as 'drawn:<file>'"
+        )
+    return name
 
 
 def sample_toy(
@@ -178,7 +202,8 @@ def sample_toy(
     points.
 
     Arguments:
-        name: one of :data:`TOY_DATASETS`.
+        name: one of :data:`TOY_DATASETS`, or ``"drawn:<file>"`` for the density of a
+            picture (see :mod:`ecnf.data.drawn`).
         n: number of points.
         generator: the source of randomness; ``None`` uses torch's global generator.
         device: where to return the points (default: where they were drawn).
@@ -194,10 +219,12 @@ def sample_toy(
         >>> bool(x1.abs().max() < 4)
         True
     """
-    check_choice("dataset", name, TOY_DATASETS)
+    check_toy("dataset", name)
     check_positive_int("n", n)
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating point type, got {dtype}")
+    if is_drawn(name):
+        return load_drawing(name).sample(n, generator=generator, device=device, dtype=dtype)
     where = generator.device if generator is not None else torch.device("cpu")
     points = _SAMPLERS[name](n, generator, where, dtype)
     return points if device is None else points.to(device)
