@@ -30,6 +30,7 @@ from PIL import Image
 import ecnf
 from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, sample_toy
 from ecnf.checkpoint import checkpoint_info
+from ecnf.data import Drawing, is_drawn, save_drawing
 from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
 from ecnf.fast import fast_path_applies, is_cached
@@ -60,6 +61,8 @@ __all__ = ["build_demo"]
 # fixed steps: the cost of a request is known in advance; meanflow for the MeanFlow models
 SOLVERS = (*FIXED_METHODS, *MEAN_FLOW_METHODS)
 LOSSES = ("fm", "otcfm", "consistency")
+#: The training target that means "the sketchpad's drawing".
+DRAWN = "your drawing"
 MAX_STEPS = 100  # solver steps
 MAX_POINTS = 2000  # 2D samples
 MAX_IMAGES = 64
@@ -334,50 +337,77 @@ def _fast_frames(net, x0: torch.Tensor, solver: str, steps: int) -> Iterator[tup
 # ---- training --------------------------------------------------------------------------------
 
 
+def sketch_picture(sketch):
+    """The drawn picture of a Sketchpad's value (its composite), or None when blank."""
+    if sketch is None:
+        return None
+    picture = sketch.get("composite") if isinstance(sketch, dict) else sketch
+    if picture is None:
+        return None
+    if isinstance(picture, str | Path):
+        with Image.open(picture) as image:
+            return image.convert("RGBA")
+    return picture
+
+
 @shown_errors
-def train_2d(target: str, loss: str, iterations, seed) -> Iterator[tuple]:
-    """Train a small MLP from a Gaussian to ``target``; stream the loss and EMA previews."""
-    target = one_of("target", target, TOY_DATASETS)
+def train_2d(target: str, loss: str, iterations, seed, sketch=None) -> Iterator[tuple]:
+    """Train a small MLP from a Gaussian to ``target`` (a toy, or the sketch when ``target``
+    is :data:`DRAWN`); stream the loss and EMA previews."""
+    target = one_of("target", target, (*TOY_DATASETS, DRAWN))
     loss = one_of("loss", loss, LOSSES)
     iterations = whole("training iterations", iterations, 10, MAX_ITERATIONS)
     seed = whole("seed", seed, 0, MAX_SEED)
-    yield from _train_2d(target, loss, iterations, seed)
+    picture = None
+    if target == DRAWN:
+        picture = sketch_picture(sketch)
+        if picture is None:
+            raise gr.Error("Draw the target on the sketchpad first (or pick a toy).")
+        Drawing.from_image(picture)  # an empty sketch is refused here, with its reason
+    yield from _train_2d(target, loss, iterations, seed, picture)
 
 
 @gpu(duration=120)
-def _train_2d(target: str, loss: str, iterations: int, seed: int) -> Iterator[tuple]:
+def _train_2d(target: str, loss: str, iterations: int, seed: int, picture=None) -> Iterator:
+    with tempfile.TemporaryDirectory(prefix="ecnf-demo-") as out_dir:
+        if picture is not None:
+            target = save_drawing(picture, Path(out_dir) / "drawing")
+        yield from _train_in(out_dir, target, loss, iterations, seed)
+
+
+def _train_in(out_dir: str, target: str, loss: str, iterations: int, seed: int) -> Iterator:
+    shown = "your drawing" if is_drawn(target) else target
     reference = sample_toy(target, W2_POINTS, generator=torch.Generator().manual_seed(seed))
     preview_method, preview_steps = PREVIEW_SOLVER
     preview = f"{preview_method}, {preview_steps} steps"
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="ecnf-demo-") as out_dir:
-        config = TrainConfig(
-            data=target,
-            source="gaussian",
-            model=MLPConfig(data_shape=(2,), width=128, depth=3),
-            loss=LossConfig(loss),
-            iterations=iterations,
-            batch_size=256,
-            lr=2e-3,
-            lr_schedule="cosine",
-            seed=seed,
-            out_dir=out_dir,
-            checkpoint_every=iterations,
-            log_every=max(iterations // 50, 5),
-            sample_every=max(iterations // 10, 10),
-            num_preview=W2_POINTS,
-        )
-        for event in fit_stream(config, command="gradio demo: Train 2D"):
-            if event.kind == "log":
-                rows.append({"step": event.step, "loss": event.record["loss"]})
-                text = f"step {event.step}/{iterations}, loss {event.record['loss']:.4f}"
-                yield pd.DataFrame(rows), gr.skip(), text
-            elif event.kind == "preview":
-                title = f"EMA samples at step {event.step} ({preview})"
-                frame = Image.fromarray(scatter_image(event.samples, reference, title))
-                yield gr.skip(), frame, gr.skip()
-            else:
-                result = event.result
+    config = TrainConfig(
+        data=target,
+        source="gaussian",
+        model=MLPConfig(data_shape=(2,), width=128, depth=3),
+        loss=LossConfig(loss),
+        iterations=iterations,
+        batch_size=256,
+        lr=2e-3,
+        lr_schedule="cosine",
+        seed=seed,
+        out_dir=out_dir,
+        checkpoint_every=iterations,
+        log_every=max(iterations // 50, 5),
+        sample_every=max(iterations // 10, 10),
+        num_preview=W2_POINTS,
+    )
+    for event in fit_stream(config, command="gradio demo: Train 2D"):
+        if event.kind == "log":
+            rows.append({"step": event.step, "loss": event.record["loss"]})
+            text = f"step {event.step}/{iterations}, loss {event.record['loss']:.4f}"
+            yield pd.DataFrame(rows), gr.skip(), text
+        elif event.kind == "preview":
+            title = f"EMA samples at step {event.step} ({preview})"
+            frame = Image.fromarray(scatter_image(event.samples, reference, title))
+            yield gr.skip(), frame, gr.skip()
+        else:
+            result = event.result
     x0 = torch.randn((W2_POINTS, 2), generator=torch.Generator().manual_seed(seed))
     sol = ecnf.integrate(result.ema, x0.to(device()), method=preview_method, steps=preview_steps)
     report = compare_to_data(sol.x.cpu(), target, seed=seed)
@@ -385,7 +415,7 @@ def _train_2d(target: str, loss: str, iterations: int, seed: int) -> Iterator[tu
     info = (
         f"**Trained** {result.step} iterations of {loss} in {result.wall_time_s:.1f} s; final loss "
         f"{rows[-1]['loss']:.4f}.  \n**Sampled** with {preview} (NFE {sol.nfe}).  \n"
-        f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh {target} data; "
+        f"**W2 (exact, {report.num_samples} points):** {report.w2:.4f} to fresh {shown} data; "
         f"data floor (fresh data against fresh data) {report.floor:.4f}"
     )
     yield pd.DataFrame(rows), Image.fromarray(scatter_image(sol.x, reference, title)), info
@@ -498,7 +528,13 @@ def build_demo() -> gr.Blocks:
             )
         with gr.Tab("Train a 2D flow"), gr.Row():
             with gr.Column(scale=1):
-                target = gr.Dropdown(list(TOY_DATASETS), value="moons", label="Target (t = 1)")
+                target = gr.Dropdown([*TOY_DATASETS, DRAWN], value="moons", label="Target (t = 1)")
+                sketch = gr.Sketchpad(
+                    label=f"Draw a target, then pick '{DRAWN}' above: points go where the ink is",
+                    type="pil",
+                    image_mode="RGBA",
+                    canvas_size=(480, 320),
+                )
                 loss = gr.Dropdown(list(LOSSES), value="otcfm", label="Loss")
                 steps = gr.Slider(
                     10, MAX_ITERATIONS, value=500, step=10, precision=0, label="Training iterations"
@@ -514,7 +550,7 @@ def build_demo() -> gr.Blocks:
                 info = gr.Markdown()
             event = run.click(
                 train_2d,
-                [target, loss, steps, seed],
+                [target, loss, steps, seed, sketch],
                 [curve, preview, info],
                 api_name="train_2d",
                 concurrency_limit=TRAIN_CONCURRENCY,

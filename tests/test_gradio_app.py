@@ -22,7 +22,7 @@ import pytest
 import torch
 from gradio_client.exceptions import AppError
 from helpers import demo_client, free_port
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import ecnf
 import gradio_app
@@ -148,6 +148,40 @@ def test_train_2d_streams_the_loss_and_ends_with_w2(client):
     match = re.search(rf"\*\*W2 \(exact, 1000 points\):\*\* {NUMBER}.*floor.*? {NUMBER}", info)
     w2, floor = map(float, match.groups())
     assert math.isfinite(w2) and 0 < floor < w2
+
+
+def sketch(tmp_path, draw: bool = True) -> dict:
+    """A Sketchpad value as a browser sends it: a transparent RGBA canvas, a filled disk."""
+    from gradio_client import handle_file
+
+    image = Image.new("RGBA", (480, 320), (0, 0, 0, 0))
+    if draw:
+        ImageDraw.Draw(image).ellipse((100, 50, 300, 250), fill=(0, 0, 0, 255))
+    path = tmp_path / f"sketch_{int(draw)}.png"
+    image.save(path)
+    return {"background": None, "layers": [], "composite": handle_file(str(path))}
+
+
+def test_train_2d_on_a_sketch_measures_against_the_drawing(client, tmp_path):
+    curve, preview, info = client.predict(
+        "your drawing", "otcfm", 40, 1, sketch(tmp_path), api_name="/train_2d"
+    )
+    assert len(curve["data"]) == 8 and Image.open(preview).size == (400, 400)
+    assert info.startswith("**Trained** 40 iterations of otcfm")
+    match = re.search(rf"\*\*W2 \(exact, 1000 points\):\*\* {NUMBER} to fresh your drawing", info)
+    assert match and 0 < float(match.group(1)) < 3
+    # the floor is that of the disk: two fresh sets of points uniform on it
+    floor = float(re.search(rf"floor .*? {NUMBER}", info).group(1))
+    assert 0 < floor < float(match.group(1))
+
+
+def test_train_2d_refuses_a_blank_or_missing_sketch(client, tmp_path):
+    with pytest.raises(AppError, match="the drawing is empty"):
+        client.predict(
+            "your drawing", "fm", 20, 0, sketch(tmp_path, draw=False), api_name="/train_2d"
+        )
+    with pytest.raises(AppError, match="Draw the target on the sketchpad first"):
+        client.predict("your drawing", "fm", 20, 0, None, api_name="/train_2d")
 
 
 def test_bad_inputs_give_clear_errors(client):
