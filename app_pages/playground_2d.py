@@ -11,7 +11,6 @@ import torch
 
 from ecnf import (
     Callback,
-    LossConfig,
     MLPConfig,
     ResNetConfig,
     TrainConfig,
@@ -25,7 +24,12 @@ from ecnf.evaluation import compare_to_data
 from ecnf.nets import ACTIVATIONS
 from ecnf.solvers import methods_for, solver_options
 from ecnf_display.figures import density_figure, field_figure, trajectory_figure
-from ecnf_display.playground import log_density_grid, velocity_on_grid
+from ecnf_display.playground import (
+    PLAYGROUND_DEFAULTS,
+    log_density_grid,
+    playground_config,
+    velocity_on_grid,
+)
 from studio import (
     checkpoint_meta,
     file_stamp,
@@ -129,51 +133,52 @@ def train_controls() -> TrainConfig | None:
         source = distribution_input("Source (t = 0)", "gaussian", "p2_source")
     with st.form("p2_train_form"):
         c1, c2, c3 = st.columns(3)
+        d = PLAYGROUND_DEFAULTS
         loss = c1.selectbox(
             "Loss",
             ["fm", "otcfm", "consistency"],
-            index=1,
+            index=["fm", "otcfm", "consistency"].index(d["loss"]),
             key="p2_loss",
             help="fm: independent pairs; otcfm: minibatch optimal-transport pairs; "
             "consistency: the seed paper's velocity consistency loss (eqs. 6-8).",
         )
         arch = c2.radio("Architecture", ["mlp", "resnet"], horizontal=True, key="p2_arch")
-        width = c2.select_slider("Width", [32, 64, 128, 256], value=128, key="p2_width")
-        depth = c2.slider("Depth (hidden layers or residual blocks)", 1, 6, 3, key="p2_depth")
+        width = c2.select_slider("Width", [32, 64, 128, 256], value=d["width"], key="p2_width")
+        depth = c2.slider(
+            "Depth (hidden layers or residual blocks)", 1, 6, d["depth"], key="p2_depth"
+        )
         activation = c2.selectbox("Activation", ACTIVATIONS, key="p2_activation")
-        steps = c3.slider("Training iterations", 20, 3000, 600, step=20, key="p2_train_steps")
+        steps = c3.slider(
+            "Training iterations", 20, 5000, d["iterations"], step=20, key="p2_train_steps"
+        )
         lr = c3.select_slider(
             "Learning rate",
             [1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 1e-2],
-            value=2e-3,
+            value=d["lr"],
             format_func=lambda v: f"{v:g}",
             key="p2_lr",
             help="AdamW's peak learning rate, decayed to 0 on a cosine as for the shipped models.",
         )
-        batch = c3.select_slider("Batch size", [64, 128, 256, 512], value=256, key="p2_batch")
+        batch = c3.select_slider(
+            "Batch size", [64, 128, 256, 512], value=d["batch_size"], key="p2_batch"
+        )
         ready = target is not None and source is not None
         pressed = st.form_submit_button("Train", type="primary", key="p2_train", disabled=not ready)
     if not pressed or not ready:
         return None
     try:
-        if arch == "mlp":
-            model = MLPConfig(data_shape=(2,), width=width, depth=depth, activation=activation)
-        else:
-            model = ResNetConfig(
-                data_shape=(2,), width=width, num_blocks=depth, activation=activation
-            )
-        return TrainConfig(
-            data=target,
-            source=source,
-            model=model,
-            loss=LossConfig(loss),
-            iterations=steps,
-            batch_size=batch,
-            lr=lr,
-            lr_schedule="cosine",
-            log_every=max(steps // 60, 5),
-            checkpoint_every=steps,
+        return playground_config(
+            target,
+            source,
             out_dir=str(session_workdir() / "playground_2d"),
+            loss=loss,
+            arch=arch,
+            width=width,
+            depth=depth,
+            activation=activation,
+            iterations=steps,
+            lr=lr,
+            batch_size=batch,
         )
     except ValueError as error:
         show_error(error, "pick another combination of the options above.")

@@ -27,9 +27,11 @@ from ecnf.data import TOY_EXTENT
 from ecnf.likelihood import log_prob
 
 __all__ = [
+    "PLAYGROUND_DEFAULTS",
     "DensityGrid",
     "grid_points",
     "log_density_grid",
+    "playground_config",
     "predicted_endpoints",
     "speed_per_step",
     "trajectory_velocities",
@@ -37,6 +39,56 @@ __all__ = [
 ]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
+
+#: The 2D playground's training form as it opens; the benchmark of drawn data trains these.
+PLAYGROUND_DEFAULTS = {
+    "loss": "otcfm",
+    "arch": "mlp",
+    "width": 256,
+    "depth": 3,
+    "activation": "silu",
+    "iterations": 1500,
+    "lr": 2e-3,
+    "batch_size": 256,
+}
+
+
+def playground_config(target: str, source: str = "gaussian", *, out_dir: str, **options):
+    """The :class:`~ecnf.TrainConfig` of the 2D playground's form: ``options`` override
+    :data:`PLAYGROUND_DEFAULTS`; AdamW's rate decays to 0 on a cosine.
+
+    Example:
+        >>> playground_config("moons", out_dir="runs/p", iterations=20).model.width
+        256
+    """
+    from ecnf import LossConfig, MLPConfig, ResNetConfig, TrainConfig
+
+    unknown = sorted(set(options) - set(PLAYGROUND_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown playground options {unknown}; use {sorted(PLAYGROUND_DEFAULTS)}")
+    o = PLAYGROUND_DEFAULTS | options
+    if o["arch"] == "mlp":
+        model = MLPConfig(
+            data_shape=(2,), width=o["width"], depth=o["depth"], activation=o["activation"]
+        )
+    else:
+        model = ResNetConfig(
+            data_shape=(2,), width=o["width"], num_blocks=o["depth"], activation=o["activation"]
+        )
+    return TrainConfig(
+        data=target,
+        source=source,
+        model=model,
+        loss=LossConfig(o["loss"]),
+        iterations=o["iterations"],
+        batch_size=o["batch_size"],
+        lr=o["lr"],
+        lr_schedule="cosine",
+        log_every=max(o["iterations"] // 60, 5),
+        checkpoint_every=o["iterations"],
+        out_dir=out_dir,
+    )
+
 
 #: Largest side of a 2D evaluation grid (200 x 200 = 40,000 points).
 MAX_GRID = 200

@@ -198,3 +198,16 @@ def test_meanflow_benchmark_measures_the_jvp_price_and_reads_the_goals(tmp_path)
     fm_ms, mf_ms = (float(cell) for cell in row.split("|")[2:4])
     assert fm_ms > 0 and mf_ms > 0
     assert "One-step goals" in text and "Fashion-MNIST" in text
+
+
+def test_drawn_benchmark_trains_the_playground_defaults_on_each_drawing(tmp_path):
+    from benchmarks import drawn
+
+    out = tmp_path / "drawn.md"
+    assert drawn.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["drawing"] for r in result["rows"]] == list(drawn.drawings())
+    for row in result["rows"]:
+        assert row["train_s"] > 0 and 0 < row["floor"] < row["dopri5"]
+        assert row["rk4_nfe"] == 40
+    assert out.read_text().count("| not met |") + out.read_text().count("| met |") == 3
