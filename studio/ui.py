@@ -32,6 +32,7 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("app_pages/image_trajectories.py", "images", "Image trajectories", ":material/grid_view:"),
     ("app_pages/train.py", "training", "Train", ":material/model_training:"),
     ("app_pages/solver_lab.py", "solvers", "Solver lab", ":material/timeline:"),
+    ("app_pages/side_by_side.py", "side-by-side", "Side by side", ":material/compare:"),
     ("app_pages/likelihood_lab.py", "likelihood", "Likelihood lab", ":material/bar_chart:"),
     ("app_pages/ablations.py", "seed-paper", "Seed paper ablations", ":material/table_chart:"),
 ]
@@ -86,11 +87,13 @@ def solver_controls(
     max_steps: int = 100,
     steps_help: str | None = None,
     methods: tuple[str, ...] | None = None,
+    default: tuple[str, int] | None = None,
 ) -> tuple[str, int | None, float | None]:
     """The solver picker, then its step count (fixed methods) or tolerance (adaptive ones).
 
     ``methods`` are those the model supports (:func:`ecnf.solvers.methods_for`); by default
-    the ODE solvers. A MeanFlow model opens on its one-step jump.
+    the ODE solvers. A MeanFlow model opens on its one-step jump, others on ``default``
+    (a method and its steps; RK4 with 10 steps when not given).
 
     Returns ``(method, steps, tol)`` with exactly one of ``steps`` and ``tol`` set. Widget
     keys are ``{key}_method``, ``{key}_steps`` and ``{key}_tol``.
@@ -100,10 +103,11 @@ def solver_controls(
     if methods is None:
         methods = tuple(m for m in METHODS if m not in MEAN_FLOW_METHODS)
     jump = next((m for m in methods if m in MEAN_FLOW_METHODS), None)
+    first, first_steps = default if default is not None and default[0] in methods else ("rk4", 10)
     method = method_column.selectbox(
         "Solver",
         methods,
-        index=methods.index(jump or "rk4"),
+        index=methods.index(jump or first),
         key=f"{key}_method",
         help="meanflow: jumps with the model's average velocity, one evaluation per step"
         if jump
@@ -114,7 +118,7 @@ def solver_controls(
             "Solver steps",
             1,
             max_steps,
-            1 if method in MEAN_FLOW_METHODS else 10,
+            1 if method in MEAN_FLOW_METHODS else min(first_steps, max_steps),
             key=f"{key}_steps",
             help=steps_help,
         )

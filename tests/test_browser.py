@@ -196,6 +196,10 @@ def solvers_action(page: Page) -> None:
     slide_to_start(page, "Samples")  # 250 points per solver and budget
 
 
+def side_by_side_action(page: Page) -> None:
+    slide_to_start(page, "Time t (both sides)")  # back to the shared noise
+
+
 def likelihood_action(page: Page) -> None:
     slide_to_start(page, "Repeats (seeds)")  # 5 Hutchinson estimates instead of 30
 
@@ -218,6 +222,7 @@ CHECKS = {
     "image_trajectories": PageCheck("Image trajectories", images_action, "at t = 0.00"),
     "train": PageCheck("Train", train_action, "completed at step 20/20"),
     "solver_lab": PageCheck("Solver lab", solvers_action, "exact W2 between 250 samples"),
+    "side_by_side": PageCheck("Side by side", side_by_side_action, "recorded state at t = 0.00"),
     "likelihood_lab": PageCheck("Likelihood lab", likelihood_action, "5 independent draws"),
     "ablations": PageCheck("Seed paper ablations", ablations_action, "NFE 20, seed 1)"),
 }
