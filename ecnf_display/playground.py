@@ -47,7 +47,7 @@ PLAYGROUND_DEFAULTS = {
     "width": 256,
     "depth": 3,
     "activation": "silu",
-    "iterations": 1500,
+    "iterations": 1000,
     "lr": 2e-3,
     "batch_size": 256,
 }

@@ -206,8 +206,9 @@ def test_drawn_benchmark_trains_the_playground_defaults_on_each_drawing(tmp_path
     out = tmp_path / "drawn.md"
     assert drawn.main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.with_suffix(".json").read_text())
-    assert [r["drawing"] for r in result["rows"]] == list(drawn.drawings())
+    assert [r["drawing"] for r in result["rows"]] == [d for d in drawn.drawings() for _ in "ab"]
+    assert [r["iterations"] for r in result["rows"][:2]] == [30, 60]
     for row in result["rows"]:
         assert row["train_s"] > 0 and 0 < row["floor"] < row["dopri5"]
         assert row["rk4_nfe"] == 40
-    assert out.read_text().count("| not met |") + out.read_text().count("| met |") == 3
+    assert out.read_text().count("| not met |") + out.read_text().count("| met |") == 6
