@@ -137,11 +137,15 @@ def _coupled_batches(config, target, source, batch, device, rank, ck) -> Coupled
     if "pairs_rng" in saved:
         pair_gen.set_state(torch.tensor(saved["pairs_rng"], dtype=torch.uint8))
 
-    def draw_pair() -> tuple[Tensor, Tensor]:
-        x1 = target.next_batch(batch).to(device, non_blocking=True)
+    labelled = config.model.num_classes > 0
+
+    def draw_pair() -> tuple[Tensor, ...]:
+        x1, y = _next_data(target, batch, device, labelled)
         if source is not None:
-            return source.next_batch(batch).to(device, non_blocking=True), x1
-        return torch.randn(x1.shape, generator=pair_gen, device=device), x1
+            x0 = source.next_batch(batch).to(device, non_blocking=True)
+        else:
+            x0 = torch.randn(x1.shape, generator=pair_gen, device=device)
+        return (x0, x1) if y is None else (x0, x1, y)
 
     def data_state() -> dict:
         return {
@@ -151,6 +155,16 @@ def _coupled_batches(config, target, source, batch, device, rank, ck) -> Coupled
         }
 
     return CoupledBatches(draw_pair, data_state, workers=config.ot_workers)
+
+
+def _next_data(
+    stream: DataStream, batch: int, device: torch.device, labelled: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The next data batch on ``device``, with its labels when the network is conditional."""
+    if not labelled:
+        return stream.next_batch(batch).to(device, non_blocking=True), None
+    x1, y = stream.next_labelled(batch)
+    return x1.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 @dataclass
@@ -221,8 +235,9 @@ class Run:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-    def next_pair(self) -> tuple[Tensor, Tensor]:
-        """``(x0, x1)`` of the next step: teacher pairs, OT-coupled, or independent."""
+    def next_pair(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(x0, x1, labels)`` of the next step: teacher pairs, OT-coupled, or independent;
+        ``labels`` (the classes of ``x1``) only for a class-conditional network."""
         config, n, device = self.config, self.local_batch, self.device
         if self.teacher is not None:
             x0 = torch.randn((n, *self.shape), generator=self.gen, device=device)
@@ -230,15 +245,18 @@ class Run:
                 x0, x1 = make_reflow_pairs(
                     self.teacher, x0, method=config.teacher_method, steps=config.teacher_steps
                 )
-            return x0, x1.float()
+            return x0, x1.float(), None
         if self.pairs is not None:
-            return self.pairs.next()
-        x1 = self.target.next_batch(n).to(device, non_blocking=True)
+            pair = self.pairs.next()
+            return (*pair, None) if len(pair) == 2 else pair
+        x1, y = _next_data(self.target, n, device, config.model.num_classes > 0)
         if self.source is not None:
-            return self.source.next_batch(n).to(device, non_blocking=True), x1
-        return torch.randn(x1.shape, generator=self.gen, device=device), x1
+            return self.source.next_batch(n).to(device, non_blocking=True), x1, y
+        return torch.randn(x1.shape, generator=self.gen, device=device), x1, y
 
-    def optimise(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def optimise(
+        self, x0: Tensor, x1: Tensor, labels: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss, backward, clipping, AdamW and EMA on one pair; the loss and its terms."""
         config = self.config
         with self.autocast:
@@ -250,6 +268,8 @@ class Run:
                 target=self.ema,
                 generator=self.gen,
                 paired=self.pairs is not None,
+                labels=labels,
+                cond_drop=config.cond_drop,
             )
         loss = out.loss.float()
         value = loss.detach()
@@ -368,6 +388,7 @@ def start_run(
         download=config.download and main,
         image_size=config.image_size,
         channels=config.channels,
+        labels=config.model.num_classes > 0,
         **streams,
     )
     source = (

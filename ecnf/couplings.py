@@ -139,14 +139,45 @@ def independent_coupling(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     return x0, x1
 
 
-def ot_coupling(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> tuple[Tensor, Tensor]:
-    """Minibatch exact OT pairing: returns ``(x0, x1[perm])`` with :func:`ot_assignment`."""
-    return x0, x1[ot_assignment(x0, x1, solver=solver)]
+def ot_coupling(
+    x0: Tensor, x1: Tensor, *, solver: str = "auto", labels: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Minibatch exact OT pairing: returns ``(x0, x1[perm])`` with :func:`ot_assignment`.
+
+    With ``labels`` (the class of each ``x1``, shape ``(B,)``) the pairing is solved within
+    each class: the data of class :math:`c` is re-paired, by exact OT, with the noise at the
+    same places in the batch. ``perm`` then maps each class onto itself, so ``labels`` stay
+    those of ``x1[perm]``, and the noise paired with each class is still an independent draw
+    of the source: what a class-conditional flow, started from that source, must be
+    trained on. (One OT over the whole batch would hand each class the noise nearest to it.)
+
+    Example:
+        >>> x0 = torch.tensor([[0.0], [10.0], [2.0], [8.0]])
+        >>> x1 = torch.tensor([[9.0], [1.0], [8.0], [2.0]])
+        >>> ot_coupling(x0, x1)[1].flatten().tolist()
+        [1.0, 9.0, 2.0, 8.0]
+        >>> ot_coupling(x0, x1, labels=torch.tensor([0, 0, 1, 2]))[1].flatten().tolist()
+        [1.0, 9.0, 8.0, 2.0]
+    """
+    if labels is None:
+        return x0, x1[ot_assignment(x0, x1, solver=solver)]
+    check_same_shape("x0", x0, "x1", x1)
+    if labels.shape != (x1.shape[0],):
+        raise ValueError(f"labels must have shape ({x1.shape[0]},), got {tuple(labels.shape)}")
+    perm = torch.arange(x1.shape[0], device=x1.device)
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten().to(x1.device)
+        if members.numel() > 1:
+            perm[members] = members[ot_assignment(x0[members], x1[members], solver=solver)]
+    return x0, x1[perm]
 
 
-def couple(x0: Tensor, x1: Tensor, coupling: str = "independent") -> tuple[Tensor, Tensor]:
-    """Apply the coupling named ``coupling`` (one of :data:`COUPLINGS`)."""
+def couple(
+    x0: Tensor, x1: Tensor, coupling: str = "independent", *, labels: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Apply the coupling named ``coupling`` (one of :data:`COUPLINGS`); ``labels``, the
+    classes of ``x1``, keep OT within each class (see :func:`ot_coupling`)."""
     check_choice("coupling", coupling, COUPLINGS)
     if coupling == "ot":
-        return ot_coupling(x0, x1)
+        return ot_coupling(x0, x1, labels=labels)
     return independent_coupling(x0, x1)

@@ -87,5 +87,9 @@ class EMA(nn.Module):
         """The averaged network's configuration (so the EMA samples like the network)."""
         return getattr(self.model, "config", None)
 
-    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, r: Tensor | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        if y is not None:
+            return self.model(x, t, r, y=y)
         return self.model(x, t) if r is None else self.model(x, t, r)

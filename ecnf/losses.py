@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_positive_int, check_same_shape
 from .couplings import couple
+from .guidance import Labelled, drop_labels
 from .paths import expand_t, linear_path, sample_t
 from .solvers import integrate
 
@@ -406,6 +407,8 @@ def compute_loss(
     target: Velocity | None = None,
     generator: torch.Generator | None = None,
     paired: bool = False,
+    labels: Tensor | None = None,
+    cond_drop: float = 0.0,
 ) -> LossOutput:
     """Evaluate the objective described by ``config`` on one batch.
 
@@ -413,7 +416,29 @@ def compute_loss(
     ``consistency``, ``target`` is the EMA network (stop-gradient self when ``None``).
     ``paired=True`` says the batch is already coupled as the objective asks (for example by
     :class:`ecnf.prefetch.CoupledBatches`), so no coupling is solved here.
+
+    For a class-conditional network (``num_classes > 0``), ``labels`` are the classes of
+    ``x1``: an OT coupling is then solved within each class
+    (:func:`ecnf.couplings.ot_coupling`), a share ``cond_drop`` of the labels is replaced
+    by the null label (:func:`ecnf.guidance.drop_labels`), and the network (and ``target``)
+    is evaluated on them.
     """
+    if labels is not None:
+        if config.name == "reflow":
+            raise ValueError(
+                "the reflow loss trains on a teacher's pairs and takes no labels; "
+                "class-conditional reflow is not supported"
+            )
+        num_classes = getattr(getattr(velocity, "config", None), "num_classes", 0)
+        if not num_classes:
+            raise ValueError("labels were given, but the network is unconditional")
+        if not paired and config.uses_ot:
+            x0, x1 = couple(x0, x1, "ot", labels=labels)
+            paired = True
+        labels = drop_labels(labels, num_classes, cond_drop, generator=generator)
+        velocity = Labelled(velocity, labels)
+        if target is not None:
+            target = Labelled(target, labels)
     kw = {"sigma": config.sigma, "generator": generator}
     if config.time_sampling != "uniform" and config.name != "meanflow":
         kw["t"] = sample_times(

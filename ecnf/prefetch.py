@@ -29,7 +29,8 @@ from .couplings import OT_SOLVERS, ot_coupling
 
 __all__ = ["CoupledBatches"]
 
-PairDraw = Callable[[], tuple[Tensor, Tensor]]
+#: ``(x0, x1)``, or ``(x0, x1, labels)`` for labelled data (coupled within each class)
+PairDraw = Callable[[], tuple[Tensor, ...]]
 StateSnapshot = Callable[[], Any]
 
 
@@ -37,7 +38,8 @@ class CoupledBatches:
     """Noise-data batches paired by minibatch OT, solved ``workers`` batches ahead.
 
     Arguments:
-        draw: returns the next ``(x0, x1)`` batch; always called on the constructing thread.
+        draw: returns the next ``(x0, x1)`` batch, or ``(x0, x1, labels)`` with the classes of
+            ``x1``; always called on the constructing thread.
         state: returns a snapshot of everything ``draw`` consumes (streams, generators), taken
             just before each draw; :meth:`state_dict` hands back the right one.
         workers: background solvers, each holding one batch ahead (``0``: solve in
@@ -72,18 +74,18 @@ class CoupledBatches:
     def _fill(self) -> None:
         while len(self._ahead) < self._workers:
             snapshot = self._state()
-            x0, x1 = self._draw()
-            future = self._pool.submit(ot_coupling, x0, x1, solver=self._solver)
+            future = self._pool.submit(_solve, self._draw(), self._solver)
             self._ahead.append((snapshot, future))
 
-    def next(self) -> tuple[Tensor, Tensor]:
-        """The next batch as ``(x0, x1[perm])``, with ``perm`` its OT assignment."""
+    def next(self) -> tuple[Tensor, ...]:
+        """The next batch as ``(x0, x1[perm])``, with ``perm`` its OT assignment (and the
+        labels, which a coupling within each class leaves in place)."""
         if self._closed:
             raise RuntimeError("CoupledBatches.next() called after close()")
         if self._pool is None:
-            x0, x1 = self._draw()
+            drawn = self._draw()
             start = time.perf_counter()
-            pairs = ot_coupling(x0, x1, solver=self._solver)
+            pairs = _solve(drawn, self._solver)
             self.wait_s += time.perf_counter() - start
             return pairs
         if not self._ahead:
@@ -122,3 +124,11 @@ class CoupledBatches:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _solve(drawn: tuple[Tensor, ...], solver: str) -> tuple[Tensor, ...]:
+    if len(drawn) == 3:
+        x0, x1, labels = drawn
+        return (*ot_coupling(x0, x1, solver=solver, labels=labels), labels)
+    x0, x1 = drawn
+    return ot_coupling(x0, x1, solver=solver)

@@ -26,6 +26,7 @@ __all__ = [
     "MEAN_FLOW_METHODS",
     "METHODS",
     "ODESolution",
+    "evaluations_per_call",
     "integrate",
     "is_fixed_step",
     "methods_for",
@@ -358,7 +359,7 @@ def _integrate_fixed(
             trajectory[i + 1] = x
         if callback is not None:
             callback(i + 1, grid[i + 1], x)
-    nfe = _STEPPED[method] * (len(grid) - 1)
+    nfe = _STEPPED[method] * (len(grid) - 1) * evaluations_per_call(velocity)
     return ODESolution(x=x, nfe=nfe, times=times, trajectory=trajectory)
 
 
@@ -389,4 +390,12 @@ def _integrate_adaptive(
         for i, (t, x) in enumerate(zip(times.tolist(), states, strict=True)):
             callback(i, t, x)
     trajectory = states if return_trajectory else None
+    nfe *= evaluations_per_call(velocity)
     return ODESolution(x=states[-1], nfe=nfe, times=times, trajectory=trajectory)
+
+
+def evaluations_per_call(velocity: Velocity) -> int:
+    """Network evaluations per call of ``velocity``: 1, or its ``nfe_per_call`` (two for a
+    classifier-free guided flow, :class:`ecnf.guidance.Guided`). Every NFE that
+    :func:`integrate` reports is multiplied by it."""
+    return int(getattr(velocity, "nfe_per_call", 1))

@@ -230,8 +230,7 @@ def fit(
         try:
             while run.step < config.iterations:
                 run.set_learning_rate()
-                x0, x1 = run.next_pair()
-                meter.add(*run.optimise(x0, x1))
+                meter.add(*run.optimise(*run.next_pair()))
                 step = run.step
 
                 is_log = step % config.log_every == 0 or step == config.iterations

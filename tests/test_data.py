@@ -254,6 +254,10 @@ def test_fashion_mnist_real_debian_package(tmp_path):
     assert train.shape == (60000, 1, 28, 28) and test.shape == (10000, 1, 28, 28)
     assert train.dtype == torch.uint8 and train.max() == 255
     assert 60 < train.float().mean() < 85  # mostly dark background, as in the real set
+    labels = load_fashion_mnist(
+        tmp_path, train=False, source_dir=FASHION_MNIST_DEBIAN_DIR, with_labels=True
+    )[1]
+    assert labels.shape == (10000,) and torch.equal(labels.bincount(), torch.full((10,), 1000))
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
@@ -302,6 +306,11 @@ def test_cifar10_reads_the_pickle_layout(tmp_path, protocol):
     assert int(train[3, 0, 0, 0]) == 1  # the second batch follows the first
     labels = read_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch")[1]
     assert labels.tolist() == [0, 1, 2, 3]
+    # the labels of load_labels follow the images batch after batch
+    from ecnf.data import load_labels
+
+    assert load_labels("cifar10", root=tmp_path).tolist() == [0, 1, 2, 0, 1] + [0, 1] * 3
+    assert load_labels("cifar10", root=tmp_path, train=False).tolist() == [0, 1, 2, 3]
 
 
 class _Exploit:

@@ -90,6 +90,21 @@ CASES = {
         ),
         "batch_size": 16,
     },
+    "conditional-otcfm-1-ahead": {
+        "data": "8gaussians",
+        "loss": LossConfig("otcfm"),
+        "ot_workers": 1,
+        "model": MLPConfig(data_shape=(2,), width=32, depth=2, num_classes=8),
+        "cond_drop": 0.2,
+    },
+    "conditional-digits-consistency": {
+        "data": "digits",
+        "loss": LossConfig("consistency", dt=0.05),
+        "model": UNetConfig(
+            data_shape=(1, 8, 8), channels=8, channel_mult=(1,), attention_levels=(), num_classes=10
+        ),
+        "batch_size": 16,
+    },
     "digits-unet": {
         "data": "digits",
         "model": UNetConfig(

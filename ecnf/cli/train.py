@@ -62,6 +62,18 @@ def _model_args(t: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a second time input for average velocities u(x, t, r) (set by --loss meanflow)",
     )
+    g.add_argument(
+        "--num-classes",
+        type=int,
+        default=0,
+        help="class-conditional network with this many labels (the data set's number of "
+        "classes, e.g. 10 for digits; 0: unconditional); sample with --label and --guidance",
+    )
+    g.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional on the data set's classes (sets --num-classes)",
+    )
 
 
 def _loss_args(t: argparse.ArgumentParser, tc: dict, lc: dict) -> None:
@@ -174,6 +186,13 @@ def _optimiser_args(t: argparse.ArgumentParser, tc: dict) -> None:
     g.add_argument("--lr-schedule", default=tc["lr_schedule"], choices=LR_SCHEDULES)
     g.add_argument("--precision", default=tc["precision"], choices=PRECISIONS)
     g.add_argument("--seed", type=int, default=tc["seed"])
+    g.add_argument(
+        "--cond-drop",
+        type=float,
+        default=tc["cond_drop"],
+        help="conditional networks: share of labels replaced by the null label in training "
+        "(classifier-free guidance needs the unconditional velocity too)",
+    )
 
 
 def _run_args(t: argparse.ArgumentParser, tc: dict) -> None:
@@ -297,7 +316,28 @@ def configs_from_args(args):
     model = model_config(args, shape)
     if args.mean_flow or loss.name == "meanflow":
         model = dataclasses.replace(model, mean_flow=True)
+    num_classes = _num_classes(args)
+    if num_classes:
+        model = dataclasses.replace(model, num_classes=num_classes)
     return TrainConfig(**kw, loss=loss, model=model)
+
+
+def _num_classes(args) -> int:
+    from ..data import dataset_classes
+
+    if args.num_classes < 0:
+        raise ValueError(f"--num-classes must be >= 0, got {args.num_classes}")
+    if not args.conditional:
+        return args.num_classes
+    classes = len(dataset_classes(args.data))
+    if not classes:
+        raise ValueError(f"--conditional needs labelled data; --data {args.data} has no classes")
+    if args.num_classes and args.num_classes != classes:
+        raise ValueError(
+            f"--conditional: --data {args.data} has {classes} classes, not --num-classes "
+            f"{args.num_classes}"
+        )
+    return classes
 
 
 def run(args) -> int:

@@ -117,17 +117,23 @@ def _not_found_message(folder: Path, missing: list[str]) -> str:
 
 
 def load_cifar10(
-    root: str | os.PathLike[str] | None = None, *, train: bool = True, download: bool = False
-) -> Tensor:
+    root: str | os.PathLike[str] | None = None,
+    *,
+    train: bool = True,
+    download: bool = False,
+    with_labels: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """The CIFAR-10 images from ``<root>/cifar-10-batches-py``.
 
     Arguments:
         root: the data folder (default :func:`~ecnf.data.default_root`).
         train: the five training batches, or else the test batch.
         download: let torchvision download and extract the archive when files are missing.
+        with_labels: also return the classes, int64 of shape ``(N,)``.
 
     Returns:
-        The images, uint8 of shape ``(N, 3, 32, 32)`` (50,000 or 10,000 for the real set).
+        The images, uint8 of shape ``(N, 3, 32, 32)`` (50,000 or 10,000 for the real set),
+        and the labels.
     """
     root = resolve_root(root)
     folder = root / CIFAR10_FOLDER
@@ -148,4 +154,8 @@ def load_cifar10(
         missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise DatasetNotFoundError(_not_found_message(folder, missing))
-    return torch.cat([read_cifar_batch(folder / name)[0] for name in names])
+    batches = [read_cifar_batch(folder / name) for name in names]
+    images = torch.cat([images for images, _ in batches])
+    if with_labels:
+        return images, torch.cat([labels for _, labels in batches])
+    return images

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .._io import atomic_file
@@ -131,7 +132,8 @@ def load_fashion_mnist(
     train: bool = True,
     download: bool = False,
     source_dir: str | os.PathLike[str] | None = None,
-) -> Tensor:
+    with_labels: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """The Fashion-MNIST images, read by torchvision.
 
     Arguments:
@@ -141,9 +143,10 @@ def load_fashion_mnist(
             ``source_dir`` holds them.
         source_dir: a folder of IDX files to copy from first (default
             :func:`fashion_mnist_source_dir`, Debian's folder).
+        with_labels: also return the classes, int64 of shape ``(N,)``.
 
     Returns:
-        The images, uint8 of shape ``(N, 1, 28, 28)``.
+        The images, uint8 of shape ``(N, 1, 28, 28)`` (and the labels).
     """
     root = resolve_root(root)
     source = fashion_mnist_source_dir() if source_dir is None else Path(source_dir).expanduser()
@@ -164,4 +167,7 @@ def load_fashion_mnist(
             f"Fashion-MNIST files in {raw} hold images of shape {tuple(images.shape[1:])}, "
             "expected (28, 28); delete them to obtain the data set again"
         )
-    return images.unsqueeze(1).contiguous()
+    images = images.unsqueeze(1).contiguous()
+    if with_labels:
+        return images, torch.as_tensor(dataset.targets, dtype=torch.int64)
+    return images

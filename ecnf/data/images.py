@@ -37,12 +37,15 @@ from .toys import TOY_DATASETS, is_toy
 
 __all__ = [
     "DIGITS_TRAIN_SIZE",
+    "IMAGE_CLASSES",
     "IMAGE_DATASETS",
     "IMAGE_EXTENSIONS",
+    "dataset_classes",
     "dataset_shape",
     "from_model_range",
     "load_image_folder",
     "load_images",
+    "load_labels",
     "to_model_range",
 ]
 
@@ -51,6 +54,35 @@ IMAGE_DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", "cifar10", "folder
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: The first this many of scikit-learn's 1797 digits are the training split, the rest test.
 DIGITS_TRAIN_SIZE = 1500
+
+#: The classes of the labelled image data sets, in label order.
+IMAGE_CLASSES: dict[str, tuple[str, ...]] = {
+    "digits": tuple(str(k) for k in range(10)),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+}
 
 _NATIVE_SHAPES = {"digits": (1, 8, 8), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 _FOLDER_DEFAULTS = (3, 32)  # channels, image size
@@ -136,12 +168,16 @@ def _convert(images: Tensor, image_size: int | None, channels: int | None) -> Te
     return images.contiguous()
 
 
-def _load_digits(train: bool) -> Tensor:
+def _load_digits(train: bool, with_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
 
-    pixels = torch.from_numpy(load_digits().images)  # (1797, 8, 8), values 0..16
+    digits = load_digits()
+    pixels = torch.from_numpy(digits.images)  # (1797, 8, 8), values 0..16
     images = (pixels * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
-    return images[:DIGITS_TRAIN_SIZE] if train else images[DIGITS_TRAIN_SIZE:]
+    part = slice(None, DIGITS_TRAIN_SIZE) if train else slice(DIGITS_TRAIN_SIZE, None)
+    if with_labels:
+        return images[part], torch.as_tensor(digits.target, dtype=torch.int64)[part]
+    return images[part]
 
 
 def _read_image(path: Path, mode: str, image_size: int) -> Tensor:
@@ -242,3 +278,50 @@ def load_images(
     else:
         images = load_cifar10(root, train=train, download=download)
     return _convert(images, image_size, channels)
+
+
+def load_labels(
+    name: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    train: bool = True,
+    download: bool = False,
+) -> Tensor:
+    """The classes of the images :func:`load_images` returns for the same arguments.
+
+    Arguments:
+        name: one of :data:`IMAGE_CLASSES` (a folder of images has no labels).
+        root, train, download: as in :func:`load_images`.
+
+    Returns:
+        int64 labels of shape ``(N,)`` in ``0 .. 9``, one per image, in the same order.
+
+    Example:
+        >>> labels = load_labels("digits")
+        >>> labels.shape, labels[:5].tolist()
+        (torch.Size([1500]), [0, 1, 2, 3, 4])
+    """
+    if name not in IMAGE_CLASSES:
+        check_choice("dataset", name, IMAGE_DATASETS)
+        raise ValueError(
+            f"dataset={name!r} has no labels; the labelled image data sets are "
+            f"{', '.join(IMAGE_CLASSES)}"
+        )
+    if name == "digits":
+        return _load_digits(train, with_labels=True)[1]
+    if name == "fashion_mnist":
+        return load_fashion_mnist(root, train=train, download=download, with_labels=True)[1]
+    return load_cifar10(root, train=train, download=download, with_labels=True)[1]
+
+
+def dataset_classes(name: str) -> tuple[str, ...]:
+    """The class names of data set ``name`` in label order; empty for unlabelled data
+    (``gaussian``, ``checkerboard``, a folder, a drawing).
+
+    Example:
+        >>> len(dataset_classes("digits")), dataset_classes("moons"), dataset_classes("folder")
+        (10, ('upper moon', 'lower moon'), ())
+    """
+    from .toys import TOY_CLASSES
+
+    return IMAGE_CLASSES.get(name) or TOY_CLASSES.get(name) or ()

@@ -25,8 +25,16 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_finite, check_positive_int
-from .images import IMAGE_DATASETS, dataset_shape, load_images, to_model_range
-from .toys import TOY_DATASETS, check_toy, is_toy, sample_toy
+from .images import (
+    IMAGE_CLASSES,
+    IMAGE_DATASETS,
+    dataset_classes,
+    dataset_shape,
+    load_images,
+    load_labels,
+    to_model_range,
+)
+from .toys import TOY_CLASSES, TOY_DATASETS, check_toy, is_toy, sample_toy, sample_toy_labelled
 
 __all__ = ["DataStream", "ImageStream", "ToyStream", "make_stream"]
 
@@ -63,6 +71,11 @@ class DataStream(ABC):
     @abstractmethod
     def next_batch(self, batch_size: int) -> Tensor:
         """The next ``batch_size`` samples, float32 on the CPU, shape ``(B, *shape)``."""
+
+    def next_labelled(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """The next batch, as :meth:`next_batch` would return it, and its class labels
+        (int64, shape ``(B,)``), for a stream of labelled data."""
+        raise ValueError(f"dataset={self.name!r} has no class labels to condition on")
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -110,6 +123,16 @@ class ToyStream(DataStream):
         self.batches += 1
         return x1
 
+    def next_labelled(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        check_positive_int("batch_size", batch_size)
+        if self.name not in TOY_CLASSES:
+            super().next_labelled(batch_size)
+        generator = _generator("toy", self.seed, self.rank, self.batches)
+        x1, y = sample_toy_labelled(self.name, batch_size, generator=generator)
+        check_finite(f"a batch of dataset={self.name!r}", x1)
+        self.batches += 1
+        return x1, y
+
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "toy", "dataset": self.name, "seed": self.seed, "batches": self.batches}
 
@@ -128,6 +151,8 @@ class ImageStream(DataStream):
         rank: this process's rank in ``[0, world_size)``.
         world_size: the number of processes sharing each epoch.
         name: the data set's name, recorded in the state.
+        labels: the class of each image, int64 of shape ``(N,)``, for
+            :meth:`next_labelled`.
 
     Example:
         >>> images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
@@ -145,6 +170,7 @@ class ImageStream(DataStream):
         rank: int = 0,
         world_size: int = 1,
         name: str = "images",
+        labels: Tensor | None = None,
     ) -> None:
         if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
             found = (
@@ -158,7 +184,16 @@ class ImageStream(DataStream):
             raise ValueError(
                 f"{images.shape[0]} images cannot be shared among world_size={world_size} ranks"
             )
+        if labels is not None and (
+            not torch.is_tensor(labels)
+            or labels.dtype != torch.int64
+            or labels.shape != (images.shape[0],)
+        ):
+            raise ValueError(
+                f"labels must be an int64 tensor of shape ({images.shape[0]},), one per image"
+            )
         self.images = images.cpu()
+        self.labels = None if labels is None else labels.cpu()
         self.name = name
         self.shape = tuple(images.shape[1:])
         self.seed = _check_seed(seed)
@@ -177,6 +212,17 @@ class ImageStream(DataStream):
         return self._order[1]
 
     def next_batch(self, batch_size: int) -> Tensor:
+        return self._next(batch_size)[0]
+
+    def next_labelled(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        if self.labels is None:
+            raise ValueError(
+                f"this stream of dataset={self.name!r} was built without labels; pass labels="
+            )
+        x1, indices = self._next(batch_size)
+        return x1, self.labels[indices]
+
+    def _next(self, batch_size: int) -> tuple[Tensor, Tensor]:
         check_positive_int("batch_size", batch_size)
         chunks, needed = [], batch_size
         while needed:
@@ -186,13 +232,14 @@ class ImageStream(DataStream):
             needed -= take
             if self.position == self.share:
                 self.epoch, self.position = self.epoch + 1, 0
-        x1 = to_model_range(self.images[torch.cat(chunks)])
+        indices = torch.cat(chunks)
+        x1 = to_model_range(self.images[indices])
         if self.flip:
             generator = _generator("flip", self.seed, self.rank, self.batches)
             mirror = torch.rand(batch_size, generator=generator) < 0.5
             x1[mirror] = x1[mirror].flip(-1)
         self.batches += 1
-        return x1
+        return x1, indices
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +284,7 @@ def make_stream(
     world_size: int = 1,
     image_size: int | None = None,
     channels: int | None = None,
+    labels: bool = False,
 ) -> DataStream:
     """The training stream for data set ``name``, a 2D toy or an image data set.
 
@@ -248,6 +296,8 @@ def make_stream(
             unused by toys).
         flip: random horizontal flips (images only).
         rank, world_size: this process's place in a distributed run.
+        labels: whether the stream must also give class labels (:meth:`next_labelled`);
+            the data set must have them (:func:`~ecnf.data.dataset_classes`).
 
     Example:
         >>> make_stream("moons", seed=1).next_batch(4).shape
@@ -260,6 +310,11 @@ def make_stream(
     _check_rank(rank, world_size)
     _check_seed(seed)
     dataset_shape(name, image_size, channels)  # validates image_size and channels
+    if labels and not dataset_classes(name):
+        raise ValueError(
+            f"dataset={name!r} has no class labels; the labelled data sets are "
+            f"{', '.join((*TOY_CLASSES, *IMAGE_CLASSES))}"
+        )
     if is_toy(name):
         if flip:
             raise ValueError(f"flip=True applies to image data sets only, not dataset={name!r}")
@@ -267,4 +322,7 @@ def make_stream(
     images = load_images(
         name, root=root, train=train, download=download, image_size=image_size, channels=channels
     )
-    return ImageStream(images, seed, flip=flip, rank=rank, world_size=world_size, name=name)
+    y = load_labels(name, root=root, train=train, download=download) if labels else None
+    return ImageStream(
+        images, seed, flip=flip, rank=rank, world_size=world_size, name=name, labels=y
+    )

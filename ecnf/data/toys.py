@@ -40,13 +40,24 @@ from torch import Generator, Tensor
 from .._checks import check_positive_int
 from .drawn import drawing_file, is_drawn, load_drawing
 
-__all__ = ["TOY_DATASETS", "TOY_EXTENT", "check_toy", "is_toy", "sample_toy"]
+__all__ = [
+    "TOY_CLASSES",
+    "TOY_DATASETS",
+    "TOY_EXTENT",
+    "check_toy",
+    "is_toy",
+    "sample_toy",
+    "sample_toy_labelled",
+]
 
 #: Half-width of the square ``[-TOY_EXTENT, TOY_EXTENT]^2`` on which 2D data, samples and
 #: flows are drawn: every toy lies roughly within ``[-4, 4]^2``; half a unit is margin.
 TOY_EXTENT = 4.5
 
-_Sampler = Callable[[int, Generator | None, torch.device, torch.dtype], Tensor]
+#: A sampler returns the points and, for a labelled toy, each point's class (else None).
+_Sampler = Callable[
+    [int, Generator | None, torch.device, torch.dtype], tuple[Tensor, Tensor | None]
+]
 
 
 def _randn(n: int, g: Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -62,16 +73,16 @@ def _choice(n: int, k: int, g, device) -> Tensor:
 
 
 def _gaussian(n, g, device, dtype):
-    return _randn(n, g, device, dtype)
+    return _randn(n, g, device, dtype), None
 
 
 def _uniform(n, g, device, dtype):
-    return (2 * _rand((n, 2), g, device, dtype) - 1) * math.sqrt(3.0)
+    return (2 * _rand((n, 2), g, device, dtype) - 1) * math.sqrt(3.0), None
 
 
 def _mixture(centres: Tensor, std: float, n, g, device, dtype):
     which = _choice(n, centres.shape[0], g, device)
-    return centres.to(device, dtype)[which] + std * _randn(n, g, device, dtype)
+    return centres.to(device, dtype)[which] + std * _randn(n, g, device, dtype), which
 
 
 def _eight_gaussians(n, g, device, dtype):
@@ -94,14 +105,15 @@ def _moons(n, g, device, dtype):
     x = torch.where(lower, 1 - angle.cos(), angle.cos())
     y = torch.where(lower, 0.5 - angle.sin(), angle.sin())
     points = torch.stack([x, y], dim=1) + 0.1 * _randn(n, g, device, dtype)
-    return 2 * points + torch.tensor([-1.0, -0.2], device=device, dtype=dtype)
+    return 2 * points + torch.tensor([-1.0, -0.2], device=device, dtype=dtype), lower.long()
 
 
 def _circles_of(radii: Tensor, noise: float, n, g, device, dtype):
-    radius = radii.to(device, dtype)[_choice(n, radii.numel(), g, device)]
+    which = _choice(n, radii.numel(), g, device)
+    radius = radii.to(device, dtype)[which]
     angle = 2 * math.pi * _rand((n,), g, device, dtype)
     points = radius[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
-    return points + noise * _randn(n, g, device, dtype)
+    return points + noise * _randn(n, g, device, dtype), which
 
 
 def _circles(n, g, device, dtype):
@@ -117,7 +129,7 @@ def _checkerboard(n, g, device, dtype):
     x = 8 * _rand((n,), g, device, dtype) - 4
     row = 2 * _choice(n, 2, g, device).to(dtype) + torch.floor(x / 2).remainder(2)
     y = 2 * (row - 2) + 2 * _rand((n,), g, device, dtype)
-    return torch.stack([x, y], dim=1)
+    return torch.stack([x, y], dim=1), None
 
 
 def _two_spirals(n, g, device, dtype):
@@ -125,25 +137,27 @@ def _two_spirals(n, g, device, dtype):
     sign = 1 - 2 * _choice(n, 2, g, device).to(dtype)
     offset = 0.5 * _rand((n, 2), g, device, dtype)
     arm = torch.stack([-turn.cos() * turn, turn.sin() * turn], dim=1) + offset
-    return sign[:, None] * arm / 3 + 0.1 * _randn(n, g, device, dtype)
+    points = sign[:, None] * arm / 3 + 0.1 * _randn(n, g, device, dtype)
+    return points, (sign < 0).long()
 
 
 def _swissroll(n, g, device, dtype):
     t = 1.5 * math.pi * (1 + 2 * _rand((n,), g, device, dtype))
     points = torch.stack([t * t.cos(), t * t.sin()], dim=1)
-    return (points + _randn(n, g, device, dtype)) / 5
+    return (points + _randn(n, g, device, dtype)) / 5, None
 
 
 def _pinwheel(n, g, device, dtype):
     arms, rate = 5, 0.25
     radial = 1 + 0.3 * torch.randn(n, generator=g, device=device, dtype=dtype)
     tangential = 0.1 * torch.randn(n, generator=g, device=device, dtype=dtype)
-    arm = _choice(n, arms, g, device).to(dtype)
+    which = _choice(n, arms, g, device)
+    arm = which.to(dtype)
     angle = arm * (2 * math.pi / arms) + rate * radial.exp()
     cos, sin = angle.cos(), angle.sin()
     x = cos * radial - sin * tangential
     y = sin * radial + cos * tangential
-    return 2 * torch.stack([x, y], dim=1)
+    return 2 * torch.stack([x, y], dim=1), which
 
 
 _SAMPLERS: dict[str, _Sampler] = {
@@ -162,6 +176,18 @@ _SAMPLERS: dict[str, _Sampler] = {
 
 #: The built-in distributions of :func:`sample_toy`; it also takes ``"drawn:<file>"``.
 TOY_DATASETS: tuple[str, ...] = tuple(_SAMPLERS)
+
+#: The classes of the labelled toys, in label order (:func:`sample_toy_labelled`): the
+#: modes of the mixtures, the two moons, circles and spirals, the rings and the arms.
+TOY_CLASSES: dict[str, tuple[str, ...]] = {
+    "8gaussians": tuple(f"mode {k}" for k in range(8)),
+    "25gaussians": tuple(f"mode {k}" for k in range(25)),
+    "moons": ("upper moon", "lower moon"),
+    "circles": ("outer circle", "inner circle"),
+    "rings": tuple(f"ring {k}" for k in range(4)),
+    "2spirals": ("first spiral", "second spiral"),
+    "pinwheel": tuple(f"arm {k}" for k in range(5)),
+}
 
 
 def is_toy(name: str) -> bool:
@@ -226,5 +252,41 @@ def sample_toy(
     if is_drawn(name):
         return load_drawing(name).sample(n, generator=generator, device=device, dtype=dtype)
     where = generator.device if generator is not None else torch.device("cpu")
-    points = _SAMPLERS[name](n, generator, where, dtype)
+    points, _ = _SAMPLERS[name](n, generator, where, dtype)
     return points if device is None else points.to(device)
+
+
+def sample_toy_labelled(
+    name: str,
+    n: int,
+    *,
+    generator: Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """The points of :func:`sample_toy` (the same ones for the same generator) and the
+    class each was drawn from, for the toys of :data:`TOY_CLASSES`.
+
+    Returns:
+        ``(points, labels)``: shapes ``(n, 2)`` and ``(n,)`` (int64, ``0 .. K - 1``).
+
+    Example:
+        >>> x, y = sample_toy_labelled("moons", 6, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(x, sample_toy("moons", 6, generator=torch.Generator().manual_seed(0)))
+        True
+        >>> sorted(set(y.tolist())) <= [0, 1]
+        True
+    """
+    check_toy("dataset", name)
+    if name not in TOY_CLASSES:
+        raise ValueError(
+            f"dataset={name!r} has no classes; the labelled toys are {', '.join(TOY_CLASSES)}"
+        )
+    check_positive_int("n", n)
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point type, got {dtype}")
+    where = generator.device if generator is not None else torch.device("cpu")
+    points, labels = _SAMPLERS[name](n, generator, where, dtype)
+    if device is not None:
+        points, labels = points.to(device), labels.to(device)
+    return points, labels.long()

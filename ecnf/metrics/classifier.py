@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .._checks import check_choice, check_finite, check_positive_int
 from .._io import atomic_write
 from ..checkpoint import CheckpointError
-from ..data.images import from_model_range, load_images, to_model_range
+from ..data.images import from_model_range, load_images, load_labels, to_model_range
 
 __all__ = [
     "CLASSIFIER_DATASETS",
@@ -304,20 +304,7 @@ def labelled_images(
     r"""The uint8 images :math:`(N, 1, H, W)` and int64 labels :math:`(N,)` of a split."""
     check_choice("dataset", dataset, tuple(CLASSIFIER_DATASETS))
     images = load_images(dataset, root=root, train=train)
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        from ..data.images import DIGITS_TRAIN_SIZE
-
-        target = torch.as_tensor(load_digits().target, dtype=torch.int64)
-        labels = target[:DIGITS_TRAIN_SIZE] if train else target[DIGITS_TRAIN_SIZE:]
-    else:
-        from torchvision.datasets import FashionMNIST
-
-        from ..data.sources import resolve_root
-
-        labels = FashionMNIST(str(resolve_root(root)), train=train).targets.long()
-    return images, labels
+    return images, load_labels(dataset, root=root, train=train)
 
 
 def _augment(x: Tensor, flip: bool, shift: int, generator: torch.Generator) -> Tensor:

@@ -65,6 +65,11 @@ class MLPConfig:
         mean_flow: Whether the network also takes the end :math:`r` of a time interval and
             returns the average velocity over :math:`[t, r]` (MeanFlow; a second time
             embedding, of :math:`r - t`). With :math:`r = t` it is an instantaneous velocity.
+        num_classes: The number of class labels the network is conditioned on (0: none). A
+            conditional network takes labels ``y`` in ``0 .. num_classes - 1``, or the null
+            label ``num_classes`` (also what ``y=None`` means), through a learned embedding
+            added to the time embedding; it starts at zero, so training begins from an
+            unconditional network.
 
     Example:
         >>> MLPConfig(data_shape=[2], width=64).data_shape
@@ -82,10 +87,12 @@ class MLPConfig:
     layer_norm: bool = False
     residual: bool = False
     mean_flow: bool = False
+    num_classes: int = 0
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
         _check_bool("mean_flow", self.mean_flow)
+        check_positive_int("num_classes", self.num_classes, minimum=0)
         check_positive_int("width", self.width)
         check_positive_int("depth", self.depth)
         check_choice("activation", self.activation, ACTIVATIONS)
@@ -109,6 +116,7 @@ class ResNetConfig:
         time_embed_dim: The dimension :math:`E` of the time embedding.
         mean_flow: Whether the network also takes the end :math:`r` of a time interval (see
             :class:`MLPConfig`).
+        num_classes: The number of class labels (0: unconditional; see :class:`MLPConfig`).
 
     Example:
         >>> ResNetConfig(num_blocks=2).arch
@@ -124,10 +132,12 @@ class ResNetConfig:
     time_embedding: str = "sinusoidal"
     time_embed_dim: int = 64
     mean_flow: bool = False
+    num_classes: int = 0
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
         _check_bool("mean_flow", self.mean_flow)
+        check_positive_int("num_classes", self.num_classes, minimum=0)
         check_positive_int("width", self.width)
         check_positive_int("num_blocks", self.num_blocks)
         check_choice("activation", self.activation, ACTIVATIONS)
@@ -160,6 +170,7 @@ class UNetConfig:
             use :py:`4 * channels`.
         mean_flow: Whether the network also takes the end :math:`r` of a time interval (see
             :class:`MLPConfig`).
+        num_classes: The number of class labels (0: unconditional; see :class:`MLPConfig`).
 
     Example:
         >>> UNetConfig(data_shape=(3, 32, 32), channel_mult=[1, 2]).channel_mult
@@ -178,10 +189,12 @@ class UNetConfig:
     dropout: float = 0.0
     time_embed_dim: int | None = None
     mean_flow: bool = False
+    num_classes: int = 0
 
     def __post_init__(self):
         self.data_shape = _check_shape("data_shape", self.data_shape)
         _check_bool("mean_flow", self.mean_flow)
+        check_positive_int("num_classes", self.num_classes, minimum=0)
         if len(self.data_shape) != 3:
             raise ValueError(
                 f"data_shape must be an image shape (C, H, W), got {self.data_shape!r}"
@@ -308,7 +321,7 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
 
     Example:
         >>> config_from_dict({"arch": "mlp", "data_shape": [2], "width": 16})
-        MLPConfig(data_shape=(2,), width=16, depth=3, activation='silu', time_embedding='linear', time_embed_dim=64, layer_norm=False, residual=False, mean_flow=False)
+        MLPConfig(data_shape=(2,), width=16, depth=3, activation='silu', time_embedding='linear', time_embed_dim=64, layer_norm=False, residual=False, mean_flow=False, num_classes=0)
     """  # noqa: E501
 
     d = dict(d)

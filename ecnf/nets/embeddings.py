@@ -257,19 +257,27 @@ def prepare_inputs(x: Tensor, t: Tensor | float, data_shape: tuple[int, ...]) ->
 
 
 def embed_times(
-    module: nn.Module, x: Tensor, t: Tensor | float, r: Tensor | float | None
+    module: nn.Module,
+    x: Tensor,
+    t: Tensor | float,
+    r: Tensor | float | None,
+    y: Tensor | None = None,
 ) -> Tensor:
-    r"""The time embedding of a velocity network, with the interval of a MeanFlow network.
+    r"""The time embedding of a velocity network, with the interval of a MeanFlow network
+    and the label of a class-conditional one.
 
     For a network built with ``mean_flow=True`` the embedding is
     :math:`e(t) + e'(r - t)`, from its ``time_embedding`` and ``interval_embedding``
     (``r`` defaults to ``t``: the instantaneous velocity). Any other network refuses an ``r``.
+    A network with ``num_classes > 0`` adds its ``label_embedding`` of ``y`` (the null
+    label ``num_classes`` where ``y`` is None); any other network refuses a ``y``.
 
     Arguments:
         module: The network; it has ``config.data_shape`` and ``time_embedding``.
         x: The states, with shape :math:`(B, *D)`.
         t: The times, with shape :math:`()` or :math:`(B,)`.
         r: The ends of the intervals (same shapes as ``t``), or :py:`None`.
+        y: Integer class labels, with shape :math:`()` or :math:`(B,)`, or :py:`None`.
 
     Returns:
         The embedding, with shape :math:`(B, E)`.
@@ -279,10 +287,56 @@ def embed_times(
     e = module.time_embedding(t)  # (B, E)
     if getattr(module.config, "mean_flow", False):
         r = t if r is None else prepare_inputs(x, r, module.config.data_shape)
-        return e + module.interval_embedding(r - t)
-    if r is not None:
+        e = e + module.interval_embedding(r - t)
+    elif r is not None:
         raise ValueError(
             f"this {type(module).__name__} takes one time; an average velocity over [t, r] "
             "needs a network built with mean_flow=True (trained with the meanflow loss)"
         )
+    num_classes = getattr(module.config, "num_classes", 0)
+    if num_classes:
+        return e + module.label_embedding(prepare_labels(x, y, num_classes))
+    if y is not None:
+        raise ValueError(
+            f"this {type(module).__name__} is unconditional and takes no labels; build it "
+            "with num_classes > 0 (train --num-classes) to condition on a class"
+        )
     return e
+
+
+def build_label_embedding(num_classes: int, dim: int) -> nn.Embedding | None:
+    """The label embedding of a conditional network: ``num_classes`` labels and the null
+    label, zero at initialisation (so the network starts unconditional); None for 0."""
+    if not num_classes:
+        return None
+    embedding = nn.Embedding(num_classes + 1, dim)
+    nn.init.zeros_(embedding.weight)
+    return embedding
+
+
+def prepare_labels(x: Tensor, y: Tensor | int | None, num_classes: int) -> Tensor:
+    """``y`` as a ``(B,)`` long tensor on ``x``'s device; None is the null label.
+
+    Example:
+        >>> prepare_labels(torch.zeros(3, 2), None, 10).tolist()
+        [10, 10, 10]
+        >>> prepare_labels(torch.zeros(2, 2), 4, 10).tolist()
+        [4, 4]
+    """
+    batch = x.shape[0]
+    if y is None:
+        return torch.full((batch,), num_classes, dtype=torch.long, device=x.device)
+    y = torch.as_tensor(y, device=x.device)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.long()
+    if y.dim() == 0:
+        y = y.expand(batch)
+    if y.shape != (batch,):
+        raise ValueError(f"labels must have shape () or ({batch},), got {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) > num_classes):
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1}, or be the null label {num_classes}; "
+            f"got values in {int(y.min())}..{int(y.max())}"
+        )
+    return y

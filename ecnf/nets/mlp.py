@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .activations import get_activation
-from .embeddings import build_time_embedding, embed_times
+from .embeddings import build_label_embedding, build_time_embedding, embed_times
 
 if TYPE_CHECKING:
     from .config import MLPConfig, ResNetConfig
@@ -84,6 +84,7 @@ class VelocityMLP(nn.Module):
         self.time_embedding = build_time_embedding(kind, dim, mean_flow=mean_flow)
         if mean_flow:
             self.interval_embedding = build_time_embedding(kind, dim, mean_flow=True)
+        self.label_embedding = build_label_embedding(config.num_classes, dim)
         self.layers = nn.ModuleList()
 
         in_features = features + config.time_embed_dim
@@ -100,20 +101,24 @@ class VelocityMLP(nn.Module):
 
         self.output = nn.Linear(config.width, features)
 
-    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, r: Tensor | None = None, y: Tensor | None = None
+    ) -> Tensor:
         r"""
         Arguments:
             x: The states :math:`x`, with shape :math:`(B, *D)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
             r: For a network built with ``mean_flow=True``, the ends of the intervals
                 :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
+            y: For a network built with ``num_classes > 0``, the class labels, with shape
+                :math:`(B,)` or :math:`()` (default: the null label, unconditional).
 
         Returns:
             The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
             shape :math:`(B, *D)`.
         """
 
-        e = embed_times(self, x, t, r)  # (B, E)
+        e = embed_times(self, x, t, r, y)  # (B, E)
         h = torch.cat((x.flatten(1), e), dim=1)  # (B, D + E)
 
         for layer in self.layers:
@@ -176,6 +181,7 @@ class ResNetVelocity(nn.Module):
         self.time_embedding = build_time_embedding(kind, dim, mean_flow=mean_flow)
         if mean_flow:
             self.interval_embedding = build_time_embedding(kind, dim, mean_flow=True)
+        self.label_embedding = build_label_embedding(config.num_classes, dim)
         self.input = nn.Linear(features, config.width)
         self.blocks = nn.ModuleList(
             _ResidualBlock(config.width, config.time_embed_dim, config.activation)
@@ -185,20 +191,24 @@ class ResNetVelocity(nn.Module):
         self.output_activation = get_activation(config.activation)
         self.output = nn.Linear(config.width, features)
 
-    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, r: Tensor | None = None, y: Tensor | None = None
+    ) -> Tensor:
         r"""
         Arguments:
             x: The states :math:`x`, with shape :math:`(B, *D)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
             r: For a network built with ``mean_flow=True``, the ends of the intervals
                 :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
+            y: For a network built with ``num_classes > 0``, the class labels, with shape
+                :math:`(B,)` or :math:`()` (default: the null label, unconditional).
 
         Returns:
             The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
             shape :math:`(B, *D)`.
         """
 
-        e = embed_times(self, x, t, r)  # (B, E)
+        e = embed_times(self, x, t, r, y)  # (B, E)
         h = self.input(x.flatten(1))  # (B, width)
 
         for block in self.blocks:

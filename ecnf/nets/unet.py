@@ -14,7 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .embeddings import MEAN_FLOW_TIME_SCALE, SinusoidalTimeEmbedding, embed_times
+from .embeddings import (
+    MEAN_FLOW_TIME_SCALE,
+    SinusoidalTimeEmbedding,
+    build_label_embedding,
+    embed_times,
+)
 
 if TYPE_CHECKING:
     from .config import UNetConfig
@@ -189,6 +194,7 @@ class UNet(nn.Module):
             self.interval_embedding = SinusoidalTimeEmbedding(emb, scale=MEAN_FLOW_TIME_SCALE)
         else:
             self.time_embedding = SinusoidalTimeEmbedding(emb)
+        self.label_embedding = build_label_embedding(config.num_classes, emb)
         self.input = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         # Down
@@ -235,20 +241,24 @@ class UNet(nn.Module):
             _shrink(nn.Conv2d(cur, in_channels, 3, padding=1)),
         )
 
-    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, r: Tensor | None = None, y: Tensor | None = None
+    ) -> Tensor:
         r"""
         Arguments:
             x: The images :math:`x`, with shape :math:`(B, C, H, W)`.
             t: The times :math:`t`, with shape :math:`(B,)` or :math:`()`.
             r: For a network built with ``mean_flow=True``, the ends of the intervals
                 :math:`[t, r]` (default :math:`r = t`); otherwise :py:`None`.
+            y: For a network built with ``num_classes > 0``, the class labels, with shape
+                :math:`(B,)` or :math:`()` (default: the null label, unconditional).
 
         Returns:
             The velocities :math:`v(x, t)` (average velocities :math:`u(x, t, r)`), with
             shape :math:`(B, C, H, W)`.
         """
 
-        e = embed_times(self, x, t, r)  # (B, E)
+        e = embed_times(self, x, t, r, y)  # (B, E)
 
         h = self.input(x)  # (B, ch, H, W)
         skips = [h]
