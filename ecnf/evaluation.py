@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_positive_int
 from .checkpoint import checkpoint_info, load
-from .data import is_toy, load_images, sample_toy, to_model_range
+from .data import is_toy, load_images, load_labels, sample_toy, to_model_range
 from .metrics import mmd2, wasserstein2
 from .solvers import (
     FIXED_METHODS,
@@ -39,12 +39,15 @@ from .solvers import (
 __all__ = [
     "ADAPTIVE",
     "BUDGETS",
+    "GUIDANCE_SCALES",
+    "GUIDANCE_SOLVER",
     "IMAGE_ROWS",
     "ToySets",
     "W2Report",
     "compare_to_data",
     "data_floor",
     "evaluate_2d",
+    "evaluate_guidance",
     "evaluate_image_checkpoint",
     "image_feature_net",
     "solver_grid",
@@ -265,6 +268,7 @@ def evaluate_image_checkpoint(
     device: str | torch.device = "cpu",
     fast: bool | None = None,
     reference: str = "test",
+    guidance_scales: tuple[float, ...] = (),
 ) -> dict:
     """Image metrics of a checkpoint's samples against real test images, per solver and NFE.
 
@@ -273,6 +277,8 @@ def evaluate_image_checkpoint(
     FIDs are usually reported), and the floor compares test with training images. On CUDA
     the fixed-step rows sample through :func:`ecnf.fast.sample` (bf16, compiled, one CUDA
     graph; ``fast=False`` turns it off); the result's ``sampler`` says which path ran.
+    For a class-conditional model, ``guidance_scales`` (e.g. :data:`GUIDANCE_SCALES`) adds
+    the result's ``guidance``: :func:`evaluate_guidance` at those scales.
     """
     from .fast import fast_path_applies
     from .fast import sample as fast_sample
@@ -314,7 +320,19 @@ def evaluate_image_checkpoint(
         results.append({"method": label, "steps": steps, "nfe": nfe, "seconds": seconds, **scores})
     floor_size = min(num_samples, len(test), len(train))
     floor = reference_statistics(test, train, net, sizes=(floor_size,), seed=seed)[0]
+    guidance = None
+    if guidance_scales and getattr(model.config, "num_classes", 0):
+        guidance = evaluate_guidance(
+            model,
+            data,
+            scales=guidance_scales,
+            num_samples=num_samples,
+            seed=seed,
+            feature_net=net,
+            data_root=data_root,
+        )
     device = torch.device(device)
+    extra = {} if guidance is None else {"guidance": guidance}
     return {
         "path": str(path),
         "sampler_device": (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
@@ -332,4 +350,81 @@ def evaluate_image_checkpoint(
         "metrics": metric_names(net),
         "floor": floor,
         "rows": results,
+        **extra,
+    }
+
+
+#: Guidance scales measured for class-conditional checkpoints: unconditional (0),
+#: conditional (1) and guided beyond it.
+GUIDANCE_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: The solver of the guidance measurements: RK4 with 5 steps (NFE 20, 40 when guided).
+GUIDANCE_SOLVER = ("rk4", 5)
+
+
+@torch.no_grad()
+def evaluate_guidance(
+    model: torch.nn.Module,
+    dataset: str,
+    *,
+    scales: tuple[float, ...] = GUIDANCE_SCALES,
+    solver: tuple[str, int] = GUIDANCE_SOLVER,
+    num_samples: int = 1000,
+    seed: int = 0,
+    feature_net=None,
+    data_root: str | Path | None = None,
+    batch_size: int = 250,
+) -> dict:
+    r"""Quality and class fidelity of a class-conditional image model against the guidance
+    scale :math:`w`: a curve of FD (on the feature net's features) and of the accuracy of
+    the shipped classifier on the samples, judged against the class each was drawn for.
+
+    The same noise and the same labels (every class in turn, so the classes are balanced as
+    in the test split) are used at every scale; :math:`w = 0` is the unconditional model.
+    The real reference is a seeded subset of the test split, and ``real_accuracy`` is the
+    classifier's accuracy on the whole test split: the most a sample set can be expected to
+    reach.
+
+    Returns:
+        ``{"solver", "steps", "num_samples", "seed", "real_accuracy", "rows"}``; each row has
+        ``scale``, ``nfe``, ``accuracy``, ``seconds`` and the feature net's metrics.
+    """
+    from .guidance import guided
+    from .metrics import evaluate_images
+
+    num_classes = getattr(model.config, "num_classes", 0)
+    if not num_classes:
+        raise ValueError("guidance is measured on class-conditional models (num_classes > 0)")
+    net = feature_net or image_feature_net(dataset)
+    device = next(model.parameters()).device
+    test = load_images(dataset, root=data_root, train=False)
+    test_labels = load_labels(dataset, root=data_root, train=False)
+    num_samples = min(num_samples, len(test))
+    g = torch.Generator().manual_seed(seed)
+    real = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
+    noise = torch.randn((num_samples, *model.config.data_shape), generator=g)
+    labels = torch.arange(num_classes).repeat(num_samples // num_classes + 1)[:num_samples]
+    real_accuracy = float((net.probs(test).argmax(1) == test_labels).float().mean())
+    method, steps = solver
+    rows = []
+    for scale in scales:
+        start, nfe, out = time.perf_counter(), 0, []
+        for x0, y in zip(noise.split(batch_size), labels.split(batch_size), strict=True):
+            flow = guided(model, y.to(device), scale)
+            sol = integrate(flow, x0.to(device), method=method, steps=steps)
+            out.append(sol.x.cpu())
+            nfe = max(nfe, sol.nfe)
+        x = torch.cat(out)
+        seconds = time.perf_counter() - start
+        accuracy = float((net.probs(x).argmax(1) == labels).float().mean())
+        scores = evaluate_images(x, real, net)
+        rows.append(
+            {"scale": scale, "nfe": nfe, "accuracy": accuracy, "seconds": seconds, **scores}
+        )
+    return {
+        "solver": method,
+        "steps": steps,
+        "num_samples": num_samples,
+        "seed": seed,
+        "real_accuracy": real_accuracy,
+        "rows": rows,
     }

@@ -89,6 +89,40 @@ def results_table(evaluations: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _conditional(info: dict) -> str:
+    classes = info["model_config"].get("num_classes", 0)
+    if not classes:
+        return ""
+    drop = ((info.get("train_state") or {}).get("config") or {}).get("cond_drop")
+    dropout = f", labels dropped at rate {drop:g}" if drop is not None else ""
+    return f"class-conditional ({classes} classes{dropout}; guided by `--label`, `--guidance`) "
+
+
+def _guidance_lines(evaluation: dict, keys: list[str]) -> list[str]:
+    """The card's classifier-free guidance table, for a class-conditional model."""
+    guidance = evaluation.get("guidance")
+    if not guidance:
+        return []
+    lines = [
+        "",
+        "## Classifier-free guidance: quality and class fidelity against the scale w",
+        "",
+        f"{guidance['num_samples']} samples per scale, every class in turn, from the same "
+        f"noise (seed {guidance['seed']}), {guidance['solver']} with {guidance['steps']} "
+        "steps. w = 0 is the unconditional model, w = 1 the conditional one; beyond 1 each "
+        "step evaluates both, so the NFE doubles. Accuracy: the share of samples that "
+        f"`{evaluation['feature_net']}` assigns to the class they were drawn for (on the "
+        f"real test images it scores {guidance['real_accuracy']:.4f}).",
+        "",
+        "| w | NFE | accuracy | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for r in guidance["rows"]:
+        cells = " | ".join(_fmt(r[k]) for k in keys)
+        lines.append(f"| {r['scale']:g} | {r['nfe']} | {r['accuracy']:.4f} | {cells} |")
+    return lines
+
+
 def render_image_card(name: str, info: dict, evaluation: dict) -> str:
     """Markdown model card for an image checkpoint (metrics named after their feature net)."""
     meta = info["metadata"]
@@ -98,8 +132,8 @@ def render_image_card(name: str, info: dict, evaluation: dict) -> str:
     lines = [
         f"# {name}",
         "",
-        f"A continuous normalizing flow from Gaussian noise to `{evaluation['data']}` images, "
-        f"trained with the `{meta.get('loss')}` objective.",
+        f"A {_conditional(info)}continuous normalizing flow from Gaussian noise to "
+        f"`{evaluation['data']}` images, trained with the `{meta.get('loss')}` objective.",
         "",
         *_training_record(info),
         "## Sample quality against the number of function evaluations (NFE)",
@@ -123,6 +157,7 @@ def render_image_card(name: str, info: dict, evaluation: dict) -> str:
         steps = r["steps"] if r["steps"] is not None else "adaptive"
         cells = " | ".join(_fmt(r[k]) for k in keys)
         lines.append(f"| {r['method']} | {steps} | {r['nfe']} | {cells} | {r['seconds']:.1f} |")
+    lines += _guidance_lines(evaluation, keys)
     where = evaluation.get("sampler_device")
     lines += [
         "",

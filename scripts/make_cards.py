@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ecnf.checkpoint import checkpoint_info  # noqa: E402
-from ecnf.evaluation import evaluate_2d, evaluate_image_checkpoint  # noqa: E402
+from ecnf.evaluation import (  # noqa: E402
+    GUIDANCE_SCALES,
+    evaluate_2d,
+    evaluate_image_checkpoint,
+)
 from ecnf_display import home  # noqa: E402
 from ecnf_display.ablations import ablation_rows  # noqa: E402
 from ecnf_display.cards import render_card, render_image_card, results_table  # noqa: E402
@@ -122,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             ev = evaluate_2d(path, num_samples=args.num_samples, seed=args.seed)
         else:
             ev = evaluate_image_checkpoint(
-                path, num_samples=args.num_images, seed=args.seed, device=args.device
+                path,
+                num_samples=args.num_images,
+                seed=args.seed,
+                device=args.device,
+                guidance_scales=GUIDANCE_SCALES,
             )
         card = (render_card if is_2d else render_image_card)(name, info, ev)
         path.with_suffix(".md").write_text(card)
