@@ -30,11 +30,12 @@ from PIL import Image
 import ecnf
 from ecnf import TOY_DATASETS, LossConfig, MLPConfig, TrainConfig, load_images, sample_toy
 from ecnf.checkpoint import checkpoint_info
-from ecnf.data import Drawing, is_drawn, save_drawing
+from ecnf.data import Drawing, dataset_classes, is_drawn, save_drawing
 from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
 from ecnf.fast import fast_path_applies, is_cached
 from ecnf.fast import sample as fast_sample
+from ecnf.guidance import guided
 from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
 from ecnf.shipped import list_checkpoints as checkpoints
 from ecnf.shipped import list_imported, preferred_image_checkpoint
@@ -67,6 +68,7 @@ MAX_STEPS = 100  # solver steps
 MAX_POINTS = 2000  # 2D samples
 MAX_IMAGES = 64
 MAX_IMAGE_EVALS = 6400  # images x velocity evaluations of one request
+MAX_GUIDANCE = 5.0  # the largest classifier-free guidance scale offered
 MAX_ITERATIONS = 2000
 MAX_SEED = 2**31 - 1
 W2_POINTS = 1000  # exact W2 is cubic in the sample size: measured on at most this many
@@ -186,11 +188,39 @@ def grid_image(images: torch.Tensor) -> Image.Image:
 
 def cost_line(solver: str, steps: int, nfe: int, seconds: float) -> str:
     where = "GPU" if device().type == "cuda" else "CPU"
+    guided_calls = nfe // (steps * nfe_per_step(solver))
+    both = " × 2 (guided: conditional and unconditional)" if guided_calls == 2 else ""
     return (
         f"**NFE:** {nfe} ({solver}: {steps} steps × {nfe_per_step(solver)} velocity "
-        f"evaluation(s) per step)  \n**Solver time:** {seconds:.3f} s on the {where} "
+        f"evaluation(s) per step{both})  \n**Solver time:** {seconds:.3f} s on the {where} "
         "(drawing excluded)"
     )
+
+
+ALL_CLASSES = "all classes"
+
+
+def class_choices(path: str | None) -> list[str]:
+    """The Class dropdown's entries for a model: every class in turn, or one of them."""
+    if path is None:
+        return [ALL_CLASSES]
+    info = checkpoint_info(path)
+    k = info["model_config"].get("num_classes", 0)
+    names = dataset_classes(info["metadata"].get("dataset", "")) or tuple(map(str, range(k)))
+    return [ALL_CLASSES, *(f"{c}: {names[c]}" for c in range(k))]
+
+
+def image_labels(path: str, label: str, count: int) -> torch.Tensor | None:
+    """The ``(count,)`` classes a request asks for; None for an unconditional model."""
+    k = checkpoint_info(path)["model_config"].get("num_classes", 0)
+    if not k:
+        if label not in (None, "", ALL_CLASSES):
+            raise refuse(f"this model is unconditional; it takes no class (got {label!r})")
+        return None
+    label = one_of("class", label or ALL_CLASSES, class_choices(path))
+    if label == ALL_CLASSES:
+        return torch.arange(k).repeat(count // k + 1)[:count]
+    return torch.full((count,), int(label.split(":")[0]))
 
 
 # ---- sampling --------------------------------------------------------------------------------
@@ -229,15 +259,28 @@ def _sample_2d(path: str, solver: str, steps: int, points: int, seed: int) -> It
 
 
 @shown_errors
-def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple]:
-    """Stream noise turning into images; finish with the samples beside real test images."""
+def sample_images(
+    model: str, solver: str, steps, count, seed, label=ALL_CLASSES, guidance=1.0
+) -> Iterator[tuple]:
+    """Stream noise turning into images; finish with the samples beside real test images.
+
+    A class-conditional model draws ``label`` (or every class in turn) under classifier-free
+    guidance of scale ``guidance``; other models ignore both."""
     models = image_models()
     path = models.get(one_of("model", model, list(models)))
     solver = solver_for(model, path, solver)
     steps = whole("steps", steps, 1, MAX_STEPS)
     count = whole("images", count, 1, MAX_IMAGES)
     seed = whole("seed", seed, 0, MAX_SEED)
-    nfe = steps * nfe_per_step(solver)
+    labels = image_labels(path, label, count)
+    try:
+        scale = float(guidance)
+    except (TypeError, ValueError):
+        raise refuse(f"the guidance scale must be a number, got {guidance!r}") from None
+    if not 0 <= scale <= MAX_GUIDANCE:
+        raise refuse(f"the guidance scale must lie in [0, {MAX_GUIDANCE:g}], got {scale:g}")
+    calls = 1 if labels is None or scale in (0.0, 1.0) else 2
+    nfe = steps * nfe_per_step(solver) * calls
     if count * nfe > MAX_IMAGE_EVALS:
         raise refuse(
             f"{count} images × {nfe} velocity evaluations ({solver}, {steps} steps) = "
@@ -257,16 +300,30 @@ def sample_images(model: str, solver: str, steps, count, seed) -> Iterator[tuple
                 "images or steps"
             )
         yield None, None, None, f"**Estimated:** {estimate}."
-    for live, samples, info in _sample_images(path, solver, steps, count, seed):
+    chosen = (labels, scale) if labels is not None else None
+    for live, samples, info in _sample_images(path, solver, steps, count, seed, chosen):
         yield live, samples, None, info
     real, note = real_images(checkpoint_info(path)["metadata"]["dataset"], count, seed)
     yield live, samples, real, f"{info}  \n{note}"
 
 
 def image_count_for(model: str):
-    """The Images slider's default for a model: fewer images for a large model on a CPU."""
+    """The Images slider's default for a model (fewer images for a large model on a CPU),
+    and the class and guidance controls, shown for a class-conditional model only."""
     path = image_models().get(model)
-    return gr.skip() if path is None else gr.Slider(value=default_image_count(load_model(path)))
+    if path is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    conditional = len(class_choices(path)) > 1
+    return (
+        gr.Slider(value=default_image_count(load_model(path))),
+        gr.Dropdown(
+            choices=class_choices(path),
+            value=ALL_CLASSES,
+            visible=conditional,
+            allow_custom_value=True,
+        ),
+        gr.Slider(visible=conditional),
+    )
 
 
 def import_button() -> tuple:
@@ -279,12 +336,14 @@ def import_button() -> tuple:
     return gr.Dropdown(choices=list(image_models()), value=label), gr.Button(visible=False)
 
 
-def first_images(model: str, solver: str, steps, count, seed, shown) -> Iterator[tuple]:
+def first_images(
+    model: str, solver: str, steps, count, seed, label, guidance, shown
+) -> Iterator[tuple]:
     """:func:`sample_images` when the tab opens with nothing shown yet; else nothing changes."""
     if shown is not None:
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
-    yield from sample_images(model, solver, steps, count, seed)
+    yield from sample_images(model, solver, steps, count, seed, label, guidance)
 
 
 def real_images(dataset: str, count: int, seed: int) -> tuple[Image.Image | None, str]:
@@ -299,17 +358,31 @@ def real_images(dataset: str, count: int, seed: int) -> tuple[Image.Image | None
 
 
 @gpu(duration=60)
-def _sample_images(path: str, solver: str, steps: int, count: int, seed: int) -> Iterator[tuple]:
+def _sample_images(
+    path: str, solver: str, steps: int, count: int, seed: int, chosen=None
+) -> Iterator[tuple]:
     net = load_model(path)
     shape = tuple(net.config.data_shape)
     x0 = torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
     x0 = x0.to(device())
-    if fast_path_applies(net, solver):  # on CUDA: one captured solve, then its frames
+    if chosen is not None:  # guided: the eager solver, which counts both evaluations
+        labels, scale = chosen
+        net = guided(net, labels.to(x0.device), scale)
+    elif fast_path_applies(net, solver):  # on CUDA: one captured solve, then its frames
         yield from _fast_frames(net, x0, solver, steps)
         return
     for p in integrate_stream(net, x0, method=solver, steps=steps, updates=FRAMES):
         yield grid_image(p.x), None, f"t = {p.t:.2f}, {p.nfe} velocity evaluations so far"
-    yield grid_image(p.x), grid_image(p.x), cost_line(solver, steps, p.nfe, p.seconds)
+    info = cost_line(solver, steps, p.nfe, p.seconds)
+    if chosen is not None:
+        info += f"  \nClasses {_classes_line(path, chosen[0])}, guidance scale w = {chosen[1]:g}."
+    yield grid_image(p.x), grid_image(p.x), info
+
+
+def _classes_line(path: str, labels: torch.Tensor) -> str:
+    names = class_choices(path)[1:]
+    shown = sorted(set(labels.tolist()))
+    return ", ".join(names[k] for k in shown) + (" in turn" if len(shown) > 1 else "")
 
 
 def _fast_frames(net, x0: torch.Tensor, solver: str, steps: int) -> Iterator[tuple]:
@@ -486,6 +559,23 @@ def build_demo() -> gr.Blocks:
                 solver, steps = _solver_inputs("midpoint", 10)
                 count = gr.Slider(1, MAX_IMAGES, value=16, step=1, precision=0, label="Images")
                 seed = _seed()
+                conditional = len(class_choices(image_models().get(best))) > 1
+                label = gr.Dropdown(
+                    class_choices(image_models().get(best)),
+                    value=ALL_CLASSES,
+                    label="Class (class-conditional models)",
+                    visible=conditional,
+                    allow_custom_value=True,  # the choices follow the model; checked by name
+                )
+                guidance = gr.Slider(
+                    0,
+                    MAX_GUIDANCE,
+                    value=1.0,
+                    step=0.5,
+                    label="Guidance scale w: 0 ignores the class, 1 conditional, more typical "
+                    "(beyond 1 the NFE doubles)",
+                    visible=conditional,
+                )
                 gr.Markdown(f"At most {MAX_IMAGE_EVALS} image evaluations (images × NFE).")
                 run = gr.Button("Sample", variant="primary")
                 if not any(name.startswith("imported/") for name in images):
@@ -510,18 +600,22 @@ def build_demo() -> gr.Blocks:
                 info = gr.Markdown()
             run.click(
                 sample_images,
-                [model, solver, steps, count, seed],
+                [model, solver, steps, count, seed, label, guidance],
                 [live, samples, real, info],
                 api_name="sample_images",
                 **sample_limits,
             )
             model.change(
-                image_count_for, [model], [count], api_visibility="private", **sample_limits
+                image_count_for,
+                [model],
+                [count, label, guidance],
+                api_visibility="private",
+                **sample_limits,
             )
             # the first time the tab opens, its default request runs by itself
             images_tab.select(
                 first_images,
-                [model, solver, steps, count, seed, samples],
+                [model, solver, steps, count, seed, label, guidance, samples],
                 [live, samples, real, info],
                 api_visibility="private",
                 **sample_limits,

@@ -11,8 +11,10 @@ import streamlit as st
 import torch
 
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
+from ecnf.data import dataset_classes
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.fast import fast_path_applies, is_cached, sample
+from ecnf.guidance import guided
 from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import methods_for, nfe_per_step, solver_options
 from ecnf_display.budget import default_image_count, is_large
@@ -49,28 +51,38 @@ def image_run(
     tol: float | None,
     seed: int,
     n: int,
+    classes: tuple[int, ...] = (),
+    scale: float = 1.0,
 ) -> dict:
-    """Integrate n noise images; per recorded time the grid, the predicted endpoints, |v|."""
+    """Integrate n noise images; per recorded time the grid, the predicted endpoints, |v|.
+
+    For a class-conditional model, ``classes`` (taken in turn along the grid) and the
+    guidance scale ``scale`` guide every velocity, those of the views included."""
     model = load_model(path, stamp)
+    labels = class_labels(classes, n)
+    if labels is not None:
+        model = guided(model, labels.to(model_device(model)), scale)
     device = model_device(model)
     shape = tuple(model.config.data_shape)
     x0 = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
     tols = {} if tol is None else {"rtol": tol, "atol": tol}
     kw = solver_options(method, steps=steps, frames=ADAPTIVE_FRAMES, **tols)
     x0 = x0.to(device)
-    if steps is not None and fast_path_applies(model, method):
+    fast = None if labels is None else False  # a guided solve runs eagerly, its NFE counted
+    if steps is not None and fast is None and fast_path_applies(model, method):
         sample(model, x0, return_trajectory=True, **kw)  # compile and capture, not timed
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    sol = sample(model, x0, return_trajectory=True, **kw)  # the fast path on CUDA
+    sol = sample(model, x0, return_trajectory=True, fast=fast, **kw)  # fast path on CUDA
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     count = sol.times.shape[0]
     shown = torch.linspace(0, count - 1, min(count, MAX_FRAMES)).round().long().unique()
     trajectory, times = sol.trajectory[shown.to(device)], sol.times[shown.to(device)]
-    velocities = trajectory_velocities(model, trajectory, times, batch_size=128)
+    # one frame of n images per batch keeps each image beside its label
+    velocities = trajectory_velocities(model, trajectory, times, batch_size=n)
     endpoints = predicted_endpoints(model, trajectory, times, velocities=velocities)
     trajectory = trajectory.cpu()
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +98,43 @@ def image_run(
         "png": png,
         "gif": gif,
     }
+
+
+def class_labels(classes: tuple[int, ...], n: int) -> torch.Tensor | None:
+    """The label of each of the ``n`` images: ``classes`` in turn (None: unconditional)."""
+    if not classes:
+        return None
+    return torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
+
+
+def class_controls(meta: dict) -> tuple[tuple[int, ...], float]:
+    """For a class-conditional model, the classes to draw and the guidance scale."""
+    num_classes = meta["model_config"].get("num_classes", 0)
+    if not num_classes:
+        return (), 1.0
+    names = dataset_classes(meta.get("dataset", "")) or tuple(map(str, range(num_classes)))
+    left, right = st.columns([3, 2])
+    chosen = left.multiselect(
+        "Classes",
+        list(range(num_classes)),
+        default=list(range(num_classes)),
+        format_func=lambda k: names[k] if k < len(names) else str(k),
+        key="img_classes",
+        help="The grid draws these classes in turn; none selected draws unconditionally "
+        "(the null label).",
+    )
+    scale = right.slider(
+        "Guidance scale w",
+        0.0,
+        5.0,
+        1.0,
+        0.5,
+        key="img_guidance",
+        help="v = v_uncond + w (v_cond - v_uncond): 0 ignores the class, 1 is the conditional "
+        "model, more makes samples more typical of their class. Beyond 1 (and below, except "
+        "0) each step evaluates the network twice, and the NFE counts both.",
+    )
+    return tuple(chosen), float(scale)
 
 
 class Progress(Callback):
@@ -245,6 +294,7 @@ if described is not None:
         default_image_count(load_model(path, stamp)),
         key="img_count_large" if large else "img_count",  # a large model on a CPU starts at 4
     )
+    classes, scale = class_controls(meta)
     try:
         if large and not approved_to_run(path, stamp, method, steps, n):
             st.stop()
@@ -252,6 +302,7 @@ if described is not None:
         shape = (n, *model.config.data_shape)
         compiling = (
             steps is not None
+            and not classes
             and fast_path_applies(model, method)
             and not is_cached(model, shape, method, steps, trajectory=True)
         )
@@ -262,7 +313,7 @@ if described is not None:
             else "Integrating and evaluating the model along the trajectory..."
         )
         with st.spinner(busy):
-            res = image_run(path, stamp, method, steps, tol, seed, n)
+            res = image_run(path, stamp, method, steps, tol, seed, n, classes, scale)
     except (ValueError, FileNotFoundError) as error:
         show_error(error, "choose another solver, fewer steps or another checkpoint.")
     except torch.OutOfMemoryError:

@@ -29,6 +29,7 @@ import gradio_app
 from ecnf.checkpoint import checkpoint_info
 from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
+from ecnf.guidance import guided
 from ecnf.solvers import nfe_per_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +134,39 @@ def test_sample_images_returns_the_library_samples_and_real_images(client):
     expected = image_grid(ecnf.integrate(net, x0, method="euler", steps=steps).x)
     shown = np.asarray(Image.open(samples).convert("L"))[::21, ::21]
     assert np.array_equal(shown, expected)
+
+
+def test_sample_images_draws_a_class_under_guidance_and_counts_both_evaluations(client):
+    steps, count, seed = 4, 4, 3
+    _, samples, _, info = client.predict(
+        "digits_unet_fm_cond", "euler", steps, count, seed, "7: 7", 2.0, api_name="/sample_images"
+    )
+    assert "**NFE:** 8 (euler: 4 steps × 1 velocity evaluation(s) per step × 2 (guided" in info
+    assert "Classes 7: 7, guidance scale w = 2." in info
+    net = ecnf.load(SHIPPED / "images" / "digits_unet_fm_cond.safetensors", device="cpu")
+    x0 = torch.randn((count, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+    flow = guided(net, torch.full((count,), 7), 2.0)
+    expected = image_grid(ecnf.integrate(flow, x0, method="euler", steps=steps).x)
+    shown = np.asarray(Image.open(samples).convert("L"))[::21, ::21]
+    assert np.array_equal(shown, expected)
+    # every class in turn, conditional (w = 1): one evaluation per step
+    *_, info = client.predict(
+        "digits_unet_fm_cond",
+        "euler",
+        steps,
+        10,
+        seed,
+        "all classes",
+        1.0,
+        api_name="/sample_images",
+    )
+    assert "**NFE:** 4 (euler" in info and "in turn" in info
+    with pytest.raises(AppError, match="this model is unconditional"):
+        client.predict("digits_unet_fm", "euler", 4, 4, 0, "3: 3", 1.0, api_name="/sample_images")
+    with pytest.raises(AppError, match="greater than maximum value 5"):
+        client.predict(
+            "digits_unet_fm_cond", "euler", 4, 4, 0, "3: 3", 9.0, api_name="/sample_images"
+        )
 
 
 def test_train_2d_streams_the_loss_and_ends_with_w2(client):
