@@ -332,3 +332,30 @@ def test_cli_trains_and_samples_a_class_with_guidance(tmp_path, eight_modes, cap
     assert model.config.num_classes == 2
     assert main(["train", "--data", "checkerboard", "--conditional", "--out", str(tmp_path)]) == 2
     assert "no classes" in capsys.readouterr().err
+
+
+def test_a_conditional_flow_on_strokes_of_two_colours_draws_each_colour(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from ecnf.data import save_drawing
+
+    picture = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(picture)
+    draw.line([(20, 30), (180, 30)], fill=(220, 30, 30), width=16)
+    draw.ellipse([60, 80, 140, 160], outline=(30, 30, 220), width=16)
+    name = save_drawing(picture, tmp_path, colours=True)
+    assert len(dataset_classes(name)) == 2
+    out = tmp_path / "run"
+    args = ["train", "--data", name, "--conditional", "--loss", "otcfm", "--quiet"]
+    assert main([*args, "--iterations", "1000", "--lr", "2e-3", "--out", str(out)]) == 0
+    model = load(out / "checkpoint.safetensors")
+    reference, classes = sample_toy_labelled(
+        name, 20_000, generator=torch.Generator().manual_seed(2)
+    )
+    x0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(2).repeat(1000)
+    for w in (1.0, 3.0):
+        x = integrate(guided(model, y, w), x0, method="rk4", steps=20).x
+        # the colour of the nearest point of the drawing is the colour asked for
+        nearest = classes[torch.cdist(x, reference).argmin(1)]
+        assert (nearest == y).float().mean() >= 0.95, w

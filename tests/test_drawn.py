@@ -14,10 +14,12 @@ from ecnf import TrainConfig, fit
 from ecnf.data import (
     DRAWN_PREFIX,
     Drawing,
+    dataset_classes,
     load_drawing,
     make_stream,
     points_from_image,
     sample_toy,
+    sample_toy_labelled,
     save_drawing,
     text_image,
 )
@@ -146,3 +148,60 @@ def test_missing_or_foreign_drawing_files_are_refused(tmp_path):
         sample_toy("hearts", 4)
     with pytest.raises(ValueError, match="text is empty"):
         text_image("   ")
+
+
+# ---- strokes of different colours are classes
+
+
+def two_colour_picture() -> Image.Image:
+    """A red bar (10 x 160 px) above a blue square (60 x 60 px), on white."""
+    image = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([20, 20, 179, 29], fill=(220, 30, 30))
+    draw.rectangle([70, 100, 129, 159], fill=(30, 30, 220))
+    return image
+
+
+def test_colours_become_classes_with_their_share_of_the_ink(tmp_path):
+    picture = two_colour_picture()
+    name = save_drawing(picture, tmp_path, colours=True)
+    drawing = load_drawing(name)
+    assert drawing.class_names == ("colour #1818d8", "colour #d81818")  # by ink, blue first
+    g = torch.Generator().manual_seed(0)
+    x, y = drawing.sample_labelled(20_000, generator=g)
+    assert torch.equal(x, drawing.sample(20_000, generator=torch.Generator().manual_seed(0)))
+    # each colour's share of the points is its share of the ink
+    ink = ink_of(picture)
+    blue = ink[100:160, 70:130].sum() / (ink[100:160, 70:130].sum() + ink[20:30, 20:180].sum())
+    share = float((y == 0).float().mean())
+    assert abs(share - blue) < 5 * math.sqrt(blue * (1 - blue) / 20_000)
+    # and each class lies where its colour was: the square below, the bar above
+    assert x[y == 0, 1].max() < x[y == 1, 1].min()
+    assert float(x[y == 1, 1].std()) < 0.2 and float(x[y == 0, 0].std()) > 0.5
+    # the same points come out of the labelled toy sampler by name
+    g = torch.Generator().manual_seed(3)
+    named_x, named_y = sample_toy_labelled(name, 500, generator=g)
+    again_x, again_y = drawing.sample_labelled(500, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(named_x, again_x) and torch.equal(named_y, again_y)
+    assert dataset_classes(name) == drawing.class_names
+
+
+def test_one_colour_and_blended_edges_are_not_classes(tmp_path):
+    # black strokes, downsampled so their edges blend into greys: still one class
+    big = Image.new("RGB", (400, 400), "white")
+    ImageDraw.Draw(big).ellipse([50, 50, 350, 350], outline=(0, 0, 0), width=30)
+    small = big.resize((97, 97), Image.Resampling.LANCZOS)
+    name = save_drawing(small, tmp_path, colours=True)
+    drawing = load_drawing(name)
+    assert drawing.labels is None and drawing.class_names == () and not dataset_classes(name)
+    # a grey drawing saved without colours is the same greyscale file as before
+    assert name == save_drawing(small, tmp_path)
+    with pytest.raises(ValueError, match="one colour, so no classes"):
+        drawing.sample_labelled(4)
+    with pytest.raises(ValueError, match="no class labels"):
+        make_stream(name, labels=True)
+    # the blended edge of a coloured stroke goes with its stroke
+    picture = two_colour_picture().resize((77, 77), Image.Resampling.LANCZOS)
+    coloured = Drawing.from_image(picture, colours=True)
+    assert len(coloured.colours) == 2
+    assert set(np.unique(coloured.labels[coloured.ink > 0]).tolist()) == {0, 1}

@@ -12,10 +12,17 @@ share of the mass) so its longer side has :data:`DRAWING_SIZE` pixels, centred, 
 so the longer side spans ``[-DRAWING_HALF_WIDTH, DRAWING_HALF_WIDTH]``: the scale of the
 2D toys.
 
+Strokes of different colours are classes: :meth:`Drawing.from_image` with ``colours=True``
+gives each inked pixel the label of its colour (the colours that carry at least
+:data:`MIN_COLOUR_SHARE` of the ink, each pixel to the nearest of them), for
+class-conditional training (:func:`~ecnf.data.sample_toy_labelled`).
+
 Training and evaluation name a drawing as ``"drawn:<file>"`` wherever a toy name is
 accepted (:func:`~ecnf.data.sample_toy`, ``TrainConfig(data=..., source=...)``,
 ``python -m ecnf train --data drawn:heart.png``). :func:`save_drawing` writes the prepared
-density as a greyscale PNG (dark is dense) named by its content, and returns that name.
+density as a greyscale PNG (dark is dense; for a drawing of several colours, an RGBA PNG whose
+opacity is the density and whose colours are the classes) named by its content, and returns
+that name.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ __all__ = [
     "DRAWING_HALF_WIDTH",
     "DRAWING_SIZE",
     "DRAWN_PREFIX",
+    "MIN_COLOUR_SHARE",
     "Drawing",
+    "colour_labels",
     "drawing_file",
     "ink_of",
     "is_drawn",
@@ -55,6 +64,10 @@ DRAWING_HALF_WIDTH = 3.5
 _CROP_THRESHOLD = 0.05
 #: Drawings with less total ink than this many full pixels are refused as empty.
 _MIN_INK = 4.0
+#: A colour is a class of a drawing when it carries at least this share of the ink.
+MIN_COLOUR_SHARE = 0.02
+#: Colours closer than this (RGB distance, 0-255 per channel) are one class.
+_SAME_COLOUR = 64.0
 
 
 def is_drawn(name: str) -> bool:
@@ -142,6 +155,10 @@ class Drawing:
 
     ink: np.ndarray
     half_width: float = DRAWING_HALF_WIDTH
+    #: For a drawing of several colours: the class of each pixel (-1 where there is no ink)
+    labels: np.ndarray | None = None
+    #: and the colour of each class, as ``#rrggbb``.
+    colours: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         ink = np.asarray(self.ink, dtype=np.float64)
@@ -157,12 +174,33 @@ class Drawing:
         if not self.half_width > 0:
             raise ValueError(f"half_width must be > 0, got {self.half_width!r}")
         object.__setattr__(self, "ink", ink)
+        if self.labels is not None:
+            labels = np.asarray(self.labels, dtype=np.int64)
+            if labels.shape != ink.shape:
+                raise ValueError(f"labels must have the ink's shape {ink.shape}")
+            k = len(self.colours)
+            if k < 2 or labels.max() >= k or (labels[ink > 0] < 0).any():
+                raise ValueError(f"labels must name one of {k} (at least 2) colours where inked")
+            object.__setattr__(self, "labels", labels)
+        elif self.colours:
+            raise ValueError("colours come with labels, one per pixel")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The drawing's classes (``"colour #rrggbb"``); empty for a drawing of one colour."""
+        return tuple(f"colour {c}" for c in self.colours)
 
     @classmethod
-    def from_image(cls, image, *, size: int = DRAWING_SIZE, crop: bool = True) -> Drawing:
+    def from_image(
+        cls, image, *, size: int = DRAWING_SIZE, crop: bool = True, colours: bool = False
+    ) -> Drawing:
         """The drawing of a picture: its ink (:func:`ink_of`), cropped to where the ink is
-        and resized by area averaging so the longer side has ``size`` pixels."""
+        and resized by area averaging so the longer side has ``size`` pixels.
+
+        With ``colours``, the strokes' colours become classes when there are at least two
+        (see :func:`colour_labels`)."""
         ink = ink_of(image)
+        labels, palette = colour_labels(image, ink) if colours else (None, ())
         if crop:
             rows = np.flatnonzero((ink > _CROP_THRESHOLD).any(axis=1))
             cols = np.flatnonzero((ink > _CROP_THRESHOLD).any(axis=0))
@@ -173,12 +211,21 @@ class Drawing:
                     "transparent one"
                 )
             ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            if labels is not None:
+                labels = labels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         if ink.sum() < _MIN_INK:
             raise ValueError(
                 f"the drawing holds too little ink ({ink.sum():.1f} pixels' worth, at least "
                 f"{_MIN_INK:g} needed): draw a larger shape"
             )
-        return cls(_resize(ink, size))
+        if labels is None:
+            return cls(_resize(ink, size))
+        # each class's ink resized on its own keeps every class's share of the mass
+        layers = [_resize(np.where(labels == k, ink, 0.0), size) for k in range(len(palette))]
+        stacked = np.stack(layers)
+        total = stacked.sum(0)
+        resized = np.where(total > 0, stacked.argmax(0), -1)
+        return cls(total, labels=resized, colours=palette)
 
     def sample(
         self,
@@ -189,6 +236,27 @@ class Drawing:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """``n`` exact samples, shape ``(n, 2)``: a pixel by its ink, then uniform in it."""
+        return self._sample(n, generator, device, dtype)[0]
+
+    def sample_labelled(
+        self,
+        n: int,
+        *,
+        generator: Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[Tensor, Tensor]:
+        """The points of :meth:`sample` (the same for the same generator) and the class of
+        the pixel each fell in; for a drawing of several colours."""
+        if self.labels is None:
+            raise ValueError(
+                "this drawing has one colour, so no classes: draw strokes in two colours or more"
+            )
+        points, flat = self._sample(n, generator, device, dtype)
+        labels = torch.from_numpy(self.labels.reshape(-1))[flat.cpu()]
+        return points, labels.to(points.device)
+
+    def _sample(self, n, generator, device, dtype) -> tuple[Tensor, Tensor]:
         where = generator.device if generator is not None else torch.device("cpu")
         height, width = self.ink.shape
         weights = _weights(self.ink.tobytes(), self.ink.shape).to(where)
@@ -199,17 +267,76 @@ class Drawing:
         row = torch.div(flat, width, rounding_mode="floor").to(torch.float64) + jitter[:, 1]
         points = torch.stack([(col - width / 2) * side, (height / 2 - row) * side], dim=1)
         points = points.to(dtype)
-        return points if device is None else points.to(device)
+        return (points if device is None else points.to(device)), flat
 
     def to_png(self) -> bytes:
-        """The density as an 8-bit greyscale PNG, dark where dense (white: no ink)."""
+        """The density as an 8-bit greyscale PNG, dark where dense (white: no ink); for a
+        drawing of several colours an RGBA PNG, the density as opacity, each class in its
+        colour."""
         from PIL import Image
 
         ink = self.ink / self.ink.max()
-        grey = np.round(255 * (1 - ink)).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+        if self.labels is None:
+            grey = np.round(255 * (1 - ink)).astype(np.uint8)
+            Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+            return buffer.getvalue()
+        palette = np.array([_rgb(c) for c in self.colours] + [(255, 255, 255)], dtype=np.uint8)
+        rgba = np.empty((*ink.shape, 4), dtype=np.uint8)
+        rgba[..., :3] = palette[self.labels]  # label -1 takes the last row: white
+        rgba[..., 3] = np.round(255 * ink).astype(np.uint8)
+        Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
         return buffer.getvalue()
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def colour_labels(image, ink: np.ndarray | None = None) -> tuple[np.ndarray | None, tuple]:
+    """The colour classes of a picture's ink: ``(labels, colours)``.
+
+    The colours are those of the strongly inked pixels (ink above 1/2, so the blended
+    edges of strokes do not count), rounded to 16 levels per channel, that carry at least
+    :data:`MIN_COLOUR_SHARE` of that ink, ordered by their share, a colour within
+    :data:`_SAME_COLOUR` of a stronger one merged into it. Every inked pixel (ink above the
+    background threshold) takes the nearest of them, so an edge goes with its stroke; the
+    others -1. With fewer than two colours the picture has no classes: ``(None, ())``.
+    On an opaque picture the ink is the darkness, so pale strokes weigh little.
+
+    Example:
+        >>> red_blue = np.zeros((4, 4, 3), dtype=np.uint8) + 255
+        >>> red_blue[:, :2] = (220, 20, 20); red_blue[:, 3] = (20, 20, 220)
+        >>> labels, colours = colour_labels(red_blue)
+        >>> colours, labels[0].tolist()
+        (('#d81818', '#1818d8'), [0, 0, -1, 1])
+    """
+    array = _as_array(image)
+    ink = ink_of(image) if ink is None else ink
+    if array.ndim != 3:
+        return None, ()
+    rgb = array[..., :3]
+    inked, core = ink > _CROP_THRESHOLD, ink > 0.5
+    if not core.any():
+        return None, ()
+    levels = np.floor(rgb[core] * 15.999).astype(np.int64)  # 16 levels per channel
+    keys = levels[:, 0] * 256 + levels[:, 1] * 16 + levels[:, 2]
+    mass = np.bincount(keys, weights=ink[core], minlength=4096)
+    share = mass / mass.sum()
+    kept: list[np.ndarray] = []
+    for key in np.argsort(-share, kind="stable"):
+        if share[key] < MIN_COLOUR_SHARE:
+            break
+        centre = np.array([key // 256, (key // 16) % 16, key % 16]) * 16 + 8
+        if all(np.linalg.norm(centre - other) > _SAME_COLOUR for other in kept):
+            kept.append(centre)
+    if len(kept) < 2:
+        return None, ()
+    centres = np.stack(kept)
+    colours = tuple("#{:02x}{:02x}{:02x}".format(*c) for c in centres)
+    distance = ((rgb[..., None, :] * 255 - centres[None, None]) ** 2).sum(-1)
+    labels = np.where(inked, distance.argmin(-1), -1)
+    return labels, colours
 
 
 @lru_cache(maxsize=8)
@@ -274,13 +401,16 @@ def points_from_image(
     return Drawing.from_image(image, size=size).sample(n, generator=generator)
 
 
-def save_drawing(image, folder: str | os.PathLike[str], *, size: int = DRAWING_SIZE) -> str:
-    """Prepare a picture (:meth:`Drawing.from_image`), store its density as a PNG in
-    ``folder`` under a name taken from its content, and return ``"drawn:<that file>"``.
+def save_drawing(
+    image, folder: str | os.PathLike[str], *, size: int = DRAWING_SIZE, colours: bool = False
+) -> str:
+    """Prepare a picture (:meth:`Drawing.from_image`, its colours as classes with
+    ``colours``), store its density as a PNG in ``folder`` under a name taken from its
+    content, and return ``"drawn:<that file>"``.
 
     Saving the same drawing twice gives the same name and rewrites nothing.
     """
-    png = Drawing.from_image(image, size=size).to_png()
+    png = Drawing.from_image(image, size=size, colours=colours).to_png()
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(png).hexdigest()[:16]}.png"
@@ -316,6 +446,17 @@ def _load(path: str, mtime_ns: int, size: int) -> Drawing:
         with Image.open(path) as image:
             image.load()
             ink = ink_of(image)
+            coloured = image.mode in ("RGB", "RGBA", "P")
+            labels, colours = colour_labels(image, ink) if coloured else (None, ())
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"the drawing file {path} is not a picture PIL can read") from error
-    return Drawing(ink)
+    if labels is None:
+        return Drawing(ink)
+    # a pixel's class is its colour; faint pixels under the threshold take their nearest
+    return Drawing(ink, labels=np.where(ink > 0, _nearest(image, colours), -1), colours=colours)
+
+
+def _nearest(image, colours: tuple[str, ...]) -> np.ndarray:
+    rgb = _as_array(image)[..., :3] * 255
+    centres = np.array([_rgb(c) for c in colours], dtype=np.float64)
+    return ((rgb[..., None, :] - centres[None, None]) ** 2).sum(-1).argmin(-1)

@@ -316,12 +316,15 @@ def load_labels(
 
 def dataset_classes(name: str) -> tuple[str, ...]:
     """The class names of data set ``name`` in label order; empty for unlabelled data
-    (``gaussian``, ``checkerboard``, a folder, a drawing).
+    (``gaussian``, ``checkerboard``, a folder, a drawing of one colour).
 
     Example:
         >>> len(dataset_classes("digits")), dataset_classes("moons"), dataset_classes("folder")
         (10, ('upper moon', 'lower moon'), ())
     """
+    from .drawn import is_drawn, load_drawing
     from .toys import TOY_CLASSES
 
+    if is_drawn(name):
+        return load_drawing(name).class_names
     return IMAGE_CLASSES.get(name) or TOY_CLASSES.get(name) or ()

@@ -125,7 +125,7 @@ class ToyStream(DataStream):
 
     def next_labelled(self, batch_size: int) -> tuple[Tensor, Tensor]:
         check_positive_int("batch_size", batch_size)
-        if self.name not in TOY_CLASSES:
+        if not dataset_classes(self.name):
             super().next_labelled(batch_size)
         generator = _generator("toy", self.seed, self.rank, self.batches)
         x1, y = sample_toy_labelled(self.name, batch_size, generator=generator)

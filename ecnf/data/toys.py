@@ -265,7 +265,8 @@ def sample_toy_labelled(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """The points of :func:`sample_toy` (the same ones for the same generator) and the
-    class each was drawn from, for the toys of :data:`TOY_CLASSES`.
+    class each was drawn from, for the toys of :data:`TOY_CLASSES` and drawings of several
+    colours (:meth:`~ecnf.data.Drawing.sample_labelled`).
 
     Returns:
         ``(points, labels)``: shapes ``(n, 2)`` and ``(n,)`` (int64, ``0 .. K - 1``).
@@ -278,6 +279,10 @@ def sample_toy_labelled(
         True
     """
     check_toy("dataset", name)
+    if is_drawn(name):
+        check_positive_int("n", n)
+        drawing = load_drawing(name)
+        return drawing.sample_labelled(n, generator=generator, device=device, dtype=dtype)
     if name not in TOY_CLASSES:
         raise ValueError(
             f"dataset={name!r} has no classes; the labelled toys are {', '.join(TOY_CLASSES)}"
