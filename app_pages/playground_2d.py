@@ -19,8 +19,9 @@ from ecnf import (
     integrate,
     sample_toy,
 )
-from ecnf.data import TOY_EXTENT, is_toy
-from ecnf.evaluation import compare_to_data
+from ecnf.data import TOY_EXTENT, dataset_classes, is_toy
+from ecnf.evaluation import class_labels, compare_to_data, toy_sets
+from ecnf.guidance import guided
 from ecnf.nets import ACTIVATIONS
 from ecnf.solvers import methods_for, solver_options
 from ecnf_display.figures import density_figure, field_figure, trajectory_figure
@@ -65,16 +66,26 @@ def sample_flow(
     tol: float | None,
     n: int,
     seed: int,
+    classes: tuple[int, ...] = (),
+    scale: float = 1.0,
 ) -> dict:
-    """Integrate n source points with the chosen solver; W2 to fresh data and its floor."""
+    """Integrate n source points with the chosen solver; W2 to fresh data and its floor.
+
+    With ``classes`` (a class-conditional model) the samples are guided at ``scale``
+    towards labels drawn among them, and judged against fresh data of those classes."""
     model = load_model(path, stamp)
     x0 = sample_toy(source, n, generator=torch.Generator().manual_seed(seed))
+    chosen = classes or None
+    if chosen is not None:
+        labels = class_labels(data, n, seed, chosen)
+        model = guided(model, labels.to(model_device(model)), scale)
     tols = {} if tol is None else {"rtol": tol, "atol": tol}
     kw = solver_options(method, steps=steps, frames=ADAPTIVE_FRAMES, **tols)
     start = time.perf_counter()
     sol = integrate(model, x0.to(model_device(model)), return_trajectory=True, **kw)
     seconds = time.perf_counter() - start
-    report = compare_to_data(sol.x.cpu(), data, source=source, seed=seed)
+    report = compare_to_data(sol.x.cpu(), data, source=source, seed=seed, classes=chosen)
+    reference = toy_sets(data, source, n, seed, classes=chosen).fresh
     return {
         "trajectory": sol.trajectory.cpu().numpy(),
         "times": sol.times.cpu().numpy(),
@@ -82,7 +93,7 @@ def sample_flow(
         "seconds": seconds,
         "w2": report.w2,
         "floor": report.floor,
-        "reference": sample_toy(data, n, generator=torch.Generator().manual_seed(seed)).numpy(),
+        "reference": reference.numpy(),
     }
 
 
@@ -162,6 +173,16 @@ def train_controls() -> TrainConfig | None:
         batch = c3.select_slider(
             "Batch size", [64, 128, 256, 512], value=d["batch_size"], key="p2_batch"
         )
+        classes = dataset_classes(target) if target is not None else ()
+        conditional = c1.checkbox(
+            f"Class-conditional ({len(classes)} classes)" if classes else "Class-conditional",
+            value=d["conditional"],
+            key="p2_conditional",
+            disabled=not classes,
+            help="Condition the network on the target's classes (the modes of a mixture, the "
+            "two moons, the colours of a drawing), with 10% of the labels dropped so that "
+            "classifier-free guidance can steer the samples. Targets without classes: off.",
+        )
         ready = target is not None and source is not None
         pressed = st.form_submit_button("Train", type="primary", key="p2_train", disabled=not ready)
     if not pressed or not ready:
@@ -179,6 +200,7 @@ def train_controls() -> TrainConfig | None:
             iterations=steps,
             lr=lr,
             batch_size=batch,
+            conditional=bool(conditional and classes),
         )
     except ValueError as error:
         show_error(error, "pick another combination of the options above.")
@@ -206,7 +228,9 @@ def train(config: TrainConfig) -> None:
         "label": f"{distribution_label(config.source)} → {distribution_label(config.data)}, "
         f"{config.loss.name}, "
         f"{config.model.arch} {config.model.width} x {depth_of(config.model)}, "
-        f"{config.iterations} iterations (this session)",
+        f"{config.iterations} iterations"
+        + (", class-conditional" if config.model.num_classes else "")
+        + " (this session)",
     }
 
 
@@ -266,9 +290,12 @@ def show_model(path: str, label: str) -> None:
     method, steps, tol = solver_controls(c1, c2, "p2", methods=methods_for(meta.get("model") or {}))
     n = c3.slider("Points", 200, 2000, 1000, step=100, key="p2_points")
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="p2_seed"))
+    classes, scale = class_controls(meta)
     try:
         with st.spinner("Integrating..."):
-            res = sample_flow(path, stamp, source, data, method, steps, tol, n, seed)
+            res = sample_flow(
+                path, stamp, source, data, method, steps, tol, n, seed, classes, scale
+            )
     except (ValueError, FileNotFoundError) as error:
         show_error(error, "choose another solver, fewer steps or another checkpoint.")
         return
@@ -276,13 +303,22 @@ def show_model(path: str, label: str) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("NFE", res["nfe"], help="velocity evaluations spent by the solver")
     m2.metric("Solve time", f"{res['seconds'] * 1000:.0f} ms")
-    m3.metric(f"W2 to fresh {distribution_label(data)}", f"{res['w2']:.3f}")
+    count = f"{len(classes)} class" + ("es" if len(classes) > 1 else "")
+    judged = distribution_label(data) + (f" ({count})" if classes else "")
+    m3.metric(f"W2 to fresh {judged}", f"{res['w2']:.3f}")
     m4.metric("Data-vs-data floor", f"{res['floor']:.3f}")
     st.caption(
         f"Exact W2 between n = {n} samples ({solver}, NFE = {res['nfe']}) and n = {n} fresh "
         f"{distribution_label(data)} points (seed {seed}); the floor is W2 between two fresh "
         f"sets of n = {n}: "
         "what a perfect model reaches at this sample size."
+        + (
+            f" Guided at w = {scale:g} towards the chosen classes, in the data's proportions, "
+            "and judged against fresh data of those classes only; the velocity field and "
+            "density below are the unconditional model's (the null label)."
+            if classes
+            else ""
+        )
     )
 
     # lazy tabs: only the open one computes (the density is the expensive one)
@@ -291,6 +327,36 @@ def show_model(path: str, label: str) -> None:
         if tab.open:
             with tab:
                 view(path, stamp, source, res)
+
+
+def class_controls(meta: dict) -> tuple[tuple[int, ...], float]:
+    """For a class-conditional model: the classes to draw and the guidance scale."""
+    num_classes = meta["model_config"].get("num_classes", 0)
+    if not num_classes:
+        return (), 1.0
+    names = dataset_classes(meta["dataset"]) or tuple(map(str, range(num_classes)))
+    left, right = st.columns([3, 2])
+    chosen = left.multiselect(
+        "Classes",
+        list(range(num_classes)),
+        default=list(range(num_classes)),
+        format_func=lambda k: names[k] if k < len(names) else str(k),
+        key="p2_classes",
+        help="Samples are drawn for these classes, in the data's own proportions; none "
+        "selected samples unconditionally (the null label).",
+    )
+    scale = right.slider(
+        "Guidance scale w",
+        0.0,
+        5.0,
+        1.0,
+        0.5,
+        key="p2_guidance",
+        help="v = v_uncond + w (v_cond - v_uncond): 0 ignores the class, 1 is the conditional "
+        "model, more pushes samples deeper into their class. Except at 0 and 1 each step "
+        "evaluates the network twice, and the NFE counts both.",
+    )
+    return tuple(chosen), float(scale)
 
 
 def show_trajectories(path: str, stamp: int, source: str, res: dict) -> None:

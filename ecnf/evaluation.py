@@ -25,7 +25,15 @@ from torch import Tensor
 
 from ._checks import check_choice, check_positive_int
 from .checkpoint import checkpoint_info, load
-from .data import is_toy, load_images, load_labels, sample_toy, to_model_range
+from .data import (
+    dataset_classes,
+    is_toy,
+    load_images,
+    load_labels,
+    sample_toy,
+    sample_toy_labelled,
+    to_model_range,
+)
 from .metrics import mmd2, wasserstein2
 from .solvers import (
     FIXED_METHODS,
@@ -44,6 +52,7 @@ __all__ = [
     "IMAGE_ROWS",
     "ToySets",
     "W2Report",
+    "class_labels",
     "compare_to_data",
     "data_floor",
     "evaluate_2d",
@@ -94,23 +103,78 @@ class ToySets(NamedTuple):
     other: Tensor  #: a second fresh data set, for the data-vs-data floor
 
 
-def toy_sets(data: str, source: str, num: int, seed: int) -> ToySets:
+def toy_sets(
+    data: str, source: str, num: int, seed: int, *, classes: tuple[int, ...] | None = None
+) -> ToySets:
     """``(x0, fresh, other)``: ``num`` source points, then two fresh sets of the toy ``data``
     (the reference, and the second set of the data-vs-data floor), drawn in that order from
     one CPU generator seeded with ``seed``.
+
+    With ``classes`` (of a labelled toy or drawing), the fresh sets hold only points of those
+    classes, in the data's own proportions: what guided samples of a class-conditional model
+    are judged on (their labels: :func:`class_labels`).
 
     Example:
         >>> sets = toy_sets("moons", "gaussian", 4, seed=0)
         >>> [tuple(t.shape) for t in sets]
         [(4, 2), (4, 2), (4, 2)]
+        >>> lower = toy_sets("moons", "gaussian", 300, seed=0, classes=(1,))
+        >>> float(lower.fresh[:, 1].mean()) < 0 < float(toy_sets("moons", "gaussian", 300, 0,
+        ...     classes=(0,)).fresh[:, 1].mean())
+        True
     """
     check_positive_int("num", num, minimum=2)
     check_positive_int("seed", seed, minimum=0)
     g = torch.Generator().manual_seed(seed)
     x0 = sample_toy(source, num, generator=g)
-    fresh = sample_toy(data, num, generator=g)
-    other = sample_toy(data, num, generator=g)
+    if classes is None:
+        fresh = sample_toy(data, num, generator=g)
+        other = sample_toy(data, num, generator=g)
+        return ToySets(x0, fresh, other)
+    chosen = _check_classes(data, classes)
+    fresh, _ = _of_classes(data, chosen, num, g)
+    other, _ = _of_classes(data, chosen, num, g)
     return ToySets(x0, fresh, other)
+
+
+def class_labels(data: str, num: int, seed: int, classes: tuple[int, ...]) -> Tensor:
+    """The classes ``num`` guided samples are drawn for: among ``classes``, in the data's
+    own proportions (so the guided samples are comparable with :func:`toy_sets`' fresh
+    sets for the same ``classes``), from a generator of their own seeded with ``seed``.
+
+    Example:
+        >>> class_labels("8gaussians", 6, 0, (2, 5)).unique().tolist()
+        [2, 5]
+    """
+    check_positive_int("num", num)
+    chosen = _check_classes(data, classes)
+    g = torch.Generator().manual_seed(seed + 7_654_321)
+    return _of_classes(data, chosen, num, g)[1]
+
+
+def _check_classes(data: str, classes: tuple[int, ...]) -> list[int]:
+    names = dataset_classes(data)
+    if not names:
+        raise ValueError(f"{data!r} has no classes to choose among")
+    chosen = sorted(set(int(k) for k in classes))
+    if not chosen or not all(0 <= k < len(names) for k in chosen):
+        raise ValueError(
+            f"classes={tuple(classes)!r} must be one or more of the classes "
+            f"0..{len(names) - 1} of {data!r}"
+        )
+    return chosen
+
+
+def _of_classes(data: str, classes: list[int], num: int, g) -> tuple[Tensor, Tensor]:
+    """``num`` labelled points of ``data`` whose class is among ``classes``, by rejection."""
+    points, labels, kept = [], [], 0
+    while kept < num:
+        x, y = sample_toy_labelled(data, max(num, 256) * 2, generator=g)
+        keep = torch.isin(y, torch.tensor(classes))
+        points.append(x[keep])
+        labels.append(y[keep])
+        kept += int(keep.sum())
+    return torch.cat(points)[:num], torch.cat(labels)[:num]
 
 
 def data_floor(sets: ToySets) -> dict[str, float]:
@@ -144,13 +208,18 @@ class W2Report:
 
 
 def compare_to_data(
-    samples: Tensor, data: str, *, source: str = "gaussian", seed: int = 0
+    samples: Tensor,
+    data: str,
+    *,
+    source: str = "gaussian",
+    seed: int = 0,
+    classes: tuple[int, ...] | None = None,
 ) -> W2Report:
     """Exact W2 from 2D ``samples`` to fresh points of the toy ``data``, beside the floor.
 
     The fresh sets are those of :func:`toy_sets` with ``len(samples)`` points, ``source``
-    and ``seed``, so the floor is the one ``ecnf eval`` and the model cards report for the
-    same seed and size.
+    and ``seed`` (and ``classes``: then only the data of those classes), so the floor is
+    the one ``ecnf eval`` and the model cards report for the same seed and size.
 
     Example:
         >>> real = sample_toy("moons", 300, generator=torch.Generator().manual_seed(5))
@@ -160,7 +229,7 @@ def compare_to_data(
     """
     if samples.ndim != 2 or samples.shape[1] != 2:
         raise ValueError(f"samples must have shape (N, 2), got {tuple(samples.shape)}")
-    sets = toy_sets(data, source, samples.shape[0], seed)
+    sets = toy_sets(data, source, samples.shape[0], seed, classes=classes)
     samples = samples.detach().float().cpu()
     return W2Report(wasserstein2(samples, sets.fresh), data_floor(sets)["w2"], len(samples))
 

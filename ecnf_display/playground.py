@@ -50,12 +50,14 @@ PLAYGROUND_DEFAULTS = {
     "iterations": 1000,
     "lr": 2e-3,
     "batch_size": 256,
+    "conditional": False,
 }
 
 
 def playground_config(target: str, source: str = "gaussian", *, out_dir: str, **options):
     """The :class:`~ecnf.TrainConfig` of the 2D playground's form: ``options`` override
-    :data:`PLAYGROUND_DEFAULTS`; AdamW's rate decays to 0 on a cosine.
+    :data:`PLAYGROUND_DEFAULTS`; AdamW's rate decays to 0 on a cosine. ``conditional``
+    conditions the network on the target's classes (label dropout at the default rate).
 
     Example:
         >>> playground_config("moons", out_dir="runs/p", iterations=20).model.width
@@ -67,13 +69,31 @@ def playground_config(target: str, source: str = "gaussian", *, out_dir: str, **
     if unknown:
         raise ValueError(f"unknown playground options {unknown}; use {sorted(PLAYGROUND_DEFAULTS)}")
     o = PLAYGROUND_DEFAULTS | options
+    num_classes = 0
+    if o["conditional"]:
+        from ecnf.data import dataset_classes
+
+        num_classes = len(dataset_classes(target))
+        if not num_classes:
+            raise ValueError(
+                "a class-conditional flow needs a target with classes: a mixture, the moons, "
+                "circles, rings, spirals or pinwheel, or a drawing in two colours or more"
+            )
     if o["arch"] == "mlp":
         model = MLPConfig(
-            data_shape=(2,), width=o["width"], depth=o["depth"], activation=o["activation"]
+            data_shape=(2,),
+            width=o["width"],
+            depth=o["depth"],
+            activation=o["activation"],
+            num_classes=num_classes,
         )
     else:
         model = ResNetConfig(
-            data_shape=(2,), width=o["width"], num_blocks=o["depth"], activation=o["activation"]
+            data_shape=(2,),
+            width=o["width"],
+            num_blocks=o["depth"],
+            activation=o["activation"],
+            num_classes=num_classes,
         )
     return TrainConfig(
         data=target,

@@ -55,7 +55,7 @@ def distribution_input(role: str, default: str, key: str) -> str | None:
     from ecnf.data import save_drawing
 
     try:
-        name = save_drawing(picture, session_workdir() / "drawings")
+        name = save_drawing(picture, session_workdir() / "drawings", colours=True)
     except ValueError as error:
         show_error(error, "draw, type or upload something with more ink.")
         return None
@@ -75,15 +75,17 @@ def _canvas(key: str):
     c1, c2 = st.columns([2, 1])
     tool = c2.radio("Tool", list(TOOLS), horizontal=True, key=f"{key}_tool")
     stroke = c2.slider("Brush width", 4, 60, 24, key=f"{key}_stroke")
+    colour = c2.color_picker("Colour", "#1f3b73", key=f"{key}_colour")
     c2.caption(
         "Where you draw is where the points go, in proportion to the ink: strokes, or "
-        "filled rectangles and circles. Undo, redo and clear are under the canvas."
+        "filled rectangles and circles. Strokes of different colours are classes, for a "
+        "class-conditional flow. Undo, redo and clear are under the canvas."
     )
     with c1:
         result = st_canvas(
             stroke_width=stroke,
-            stroke_color="#1f3b73",
-            fill_color="#1f3b73",
+            stroke_color=colour,
+            fill_color=colour,
             background_color="",
             drawing_mode=TOOLS[tool],
             return_image_data=True,
@@ -149,5 +151,14 @@ def _preview(name: str) -> None:
     c2.caption(
         f"{PREVIEW_POINTS} points drawn from `{distribution_label(name)}`: each pixel's "
         "share of the points is its share of the ink, spread uniformly over the pixel. "
-        "The picture is cropped to its ink and scaled to span [-3.5, 3.5]."
+        "The picture is cropped to its ink and scaled to span [-3.5, 3.5]." + _classes_line(name)
     )
+
+
+def _classes_line(name: str) -> str:
+    from ecnf.data import dataset_classes
+
+    classes = dataset_classes(name)
+    if not classes:
+        return ""
+    return f" Its {len(classes)} colours are classes: {', '.join(classes)}."

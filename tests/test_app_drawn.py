@@ -93,3 +93,36 @@ def test_an_uploaded_picture_is_previewed_and_a_foreign_file_refused(studio):
     at.run()
     assert any("notes.png is not a picture" in e.value for e in at.error)
     assert at.button(key="p2_train").disabled
+
+
+def two_colour_png() -> bytes:
+    image = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([20, 20, 179, 39], fill=(220, 30, 30))
+    draw.ellipse([60, 80, 140, 160], fill=(30, 30, 220))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_two_colour_drawing_trains_a_conditional_flow_guided_by_colour(studio):
+    at = own_data(open_app(PLAYGROUND), "Upload a picture")
+    assert at.checkbox(key="p2_conditional").disabled  # a word, a toy without classes: off
+    upload = ("two.png", two_colour_png(), "image/png")
+    at.file_uploader(key="p2_target_upload").set_value(upload).run()
+    assert not at.exception, at.exception
+    assert "Its 2 colours are classes" in captions(at)
+    assert not at.checkbox(key="p2_conditional").disabled
+    at.checkbox(key="p2_conditional").check()
+    train_tiny(at)
+    assert "class-conditional (this session)" in captions(at)
+    classes = at.multiselect(key="p2_classes")
+    assert classes.value == [0, 1]
+    assert metric(at, "NFE") == "40"  # rk4, 10 steps, w = 1
+    at.slider(key="p2_guidance").set_value(2.0).run()
+    assert metric(at, "NFE") == "80"  # both velocities at every evaluation
+    at.multiselect(key="p2_classes").set_value([1]).run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert any(label.endswith("(1 class)") for label in labels), labels
+    assert "judged against fresh data of those classes only" in captions(at)
