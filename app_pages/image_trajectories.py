@@ -11,7 +11,6 @@ import streamlit as st
 import torch
 
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
-from ecnf.data import dataset_classes
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.fast import fast_path_applies, is_cached, sample
 from ecnf.guidance import guided
@@ -22,6 +21,7 @@ from ecnf_display.playground import predicted_endpoints, speed_per_step, traject
 from studio import (
     checkpoint_meta,
     checkpoints_dir,
+    class_controls,
     confirm_cpu_run,
     enlarged,
     file_stamp,
@@ -59,7 +59,7 @@ def image_run(
     For a class-conditional model, ``classes`` (taken in turn along the grid) and the
     guidance scale ``scale`` guide every velocity, those of the views included."""
     model = load_model(path, stamp)
-    labels = class_labels(classes, n)
+    labels = grid_labels(classes, n)
     if labels is not None:
         model = guided(model, labels.to(model_device(model)), scale)
     device = model_device(model)
@@ -100,41 +100,11 @@ def image_run(
     }
 
 
-def class_labels(classes: tuple[int, ...], n: int) -> torch.Tensor | None:
+def grid_labels(classes: tuple[int, ...], n: int) -> torch.Tensor | None:
     """The label of each of the ``n`` images: ``classes`` in turn (None: unconditional)."""
     if not classes:
         return None
     return torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
-
-
-def class_controls(meta: dict) -> tuple[tuple[int, ...], float]:
-    """For a class-conditional model, the classes to draw and the guidance scale."""
-    num_classes = meta["model_config"].get("num_classes", 0)
-    if not num_classes:
-        return (), 1.0
-    names = dataset_classes(meta.get("dataset", "")) or tuple(map(str, range(num_classes)))
-    left, right = st.columns([3, 2])
-    chosen = left.multiselect(
-        "Classes",
-        list(range(num_classes)),
-        default=list(range(num_classes)),
-        format_func=lambda k: names[k] if k < len(names) else str(k),
-        key="img_classes",
-        help="The grid draws these classes in turn; none selected draws unconditionally "
-        "(the null label).",
-    )
-    scale = right.slider(
-        "Guidance scale w",
-        0.0,
-        5.0,
-        1.0,
-        0.5,
-        key="img_guidance",
-        help="v = v_uncond + w (v_cond - v_uncond): 0 ignores the class, 1 is the conditional "
-        "model, more makes samples more typical of their class. Beyond 1 (and below, except "
-        "0) each step evaluates the network twice, and the NFE counts both.",
-    )
-    return tuple(chosen), float(scale)
 
 
 class Progress(Callback):
@@ -294,7 +264,7 @@ if described is not None:
         default_image_count(load_model(path, stamp)),
         key="img_count_large" if large else "img_count",  # a large model on a CPU starts at 4
     )
-    classes, scale = class_controls(meta)
+    classes, scale = class_controls(meta, "img", "in turn along the grid")
     try:
         if large and not approved_to_run(path, stamp, method, steps, n):
             st.stop()

@@ -33,6 +33,7 @@ from ecnf_display.playground import (
 )
 from studio import (
     checkpoint_meta,
+    class_controls,
     file_stamp,
     list_checkpoints,
     load_model,
@@ -290,7 +291,7 @@ def show_model(path: str, label: str) -> None:
     method, steps, tol = solver_controls(c1, c2, "p2", methods=methods_for(meta.get("model") or {}))
     n = c3.slider("Points", 200, 2000, 1000, step=100, key="p2_points")
     seed = int(c4.number_input("Seed", 0, 2**31 - 1, 0, key="p2_seed"))
-    classes, scale = class_controls(meta)
+    classes, scale = class_controls(meta, "p2", "in the data's own proportions")
     try:
         with st.spinner("Integrating..."):
             res = sample_flow(
@@ -327,36 +328,6 @@ def show_model(path: str, label: str) -> None:
         if tab.open:
             with tab:
                 view(path, stamp, source, res)
-
-
-def class_controls(meta: dict) -> tuple[tuple[int, ...], float]:
-    """For a class-conditional model: the classes to draw and the guidance scale."""
-    num_classes = meta["model_config"].get("num_classes", 0)
-    if not num_classes:
-        return (), 1.0
-    names = dataset_classes(meta["dataset"]) or tuple(map(str, range(num_classes)))
-    left, right = st.columns([3, 2])
-    chosen = left.multiselect(
-        "Classes",
-        list(range(num_classes)),
-        default=list(range(num_classes)),
-        format_func=lambda k: names[k] if k < len(names) else str(k),
-        key="p2_classes",
-        help="Samples are drawn for these classes, in the data's own proportions; none "
-        "selected samples unconditionally (the null label).",
-    )
-    scale = right.slider(
-        "Guidance scale w",
-        0.0,
-        5.0,
-        1.0,
-        0.5,
-        key="p2_guidance",
-        help="v = v_uncond + w (v_cond - v_uncond): 0 ignores the class, 1 is the conditional "
-        "model, more pushes samples deeper into their class. Except at 0 and 1 each step "
-        "evaluates the network twice, and the NFE counts both.",
-    )
-    return tuple(chosen), float(scale)
 
 
 def show_trajectories(path: str, stamp: int, source: str, res: dict) -> None:

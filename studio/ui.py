@@ -211,3 +211,39 @@ def confirm_cpu_run(
         approved.append(run)
         return True
     return False
+
+
+def class_controls(meta: dict, key: str, drawn_as: str) -> tuple[tuple[int, ...], float]:
+    """For a class-conditional model (``meta`` from :func:`checkpoint_meta`): the classes to
+    draw and the classifier-free guidance scale; ``((), 1.0)`` for any other model.
+
+    ``drawn_as`` says how the samples share the chosen classes (in turn, or in the data's
+    proportions); the widgets' keys are ``<key>_classes`` and ``<key>_guidance``."""
+    from ecnf.data import dataset_classes
+
+    num_classes = meta["model_config"].get("num_classes", 0)
+    if not num_classes:
+        return (), 1.0
+    names = dataset_classes(meta.get("dataset", "")) or tuple(map(str, range(num_classes)))
+    left, right = st.columns([3, 2])
+    chosen = left.multiselect(
+        "Classes",
+        list(range(num_classes)),
+        default=list(range(num_classes)),
+        format_func=lambda k: names[k] if k < len(names) else str(k),
+        key=f"{key}_classes",
+        help=f"Samples are drawn for these classes, {drawn_as}; none selected samples "
+        "unconditionally (the null label).",
+    )
+    scale = right.slider(
+        "Guidance scale w",
+        0.0,
+        5.0,
+        1.0,
+        0.5,
+        key=f"{key}_guidance",
+        help="v = v_uncond + w (v_cond - v_uncond): 0 ignores the class, 1 is the conditional "
+        "model, more makes samples more typical of their class. Except at 0 and 1 each step "
+        "evaluates the network twice, and the NFE counts both.",
+    )
+    return tuple(chosen), float(scale)
