@@ -3,6 +3,7 @@ classifier-free guidance, checked against their definitions."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -359,3 +360,35 @@ def test_a_conditional_flow_on_strokes_of_two_colours_draws_each_colour(tmp_path
         # the colour of the nearest point of the drawing is the colour asked for
         nearest = classes[torch.cdist(x, reference).argmin(1)]
         assert (nearest == y).float().mean() >= 0.95, w
+
+
+def test_cli_eval_judges_guided_samples_against_their_classes(eight_modes, capsys):
+    def evaluate(*extra):
+        args = ["eval", str(eight_modes), "-n", "400", "--json", *extra]
+        assert main(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain = evaluate()
+    one = evaluate("--label", "3")
+    assert one["classes"] == [3] and one["nfe"] == plain["nfe"]
+    # the conditional flow of one mode is close to that mode's own data-vs-data floor, and
+    # the floor of one mode is far below the floor of all eight
+    assert one["w2"] < 3 * one["w2_data_vs_data"] < plain["w2_data_vs_data"]
+    # guidance beyond 1 crowds the samples into the middle of their mode: further in W2
+    strong = evaluate("--label", "3", "--guidance", "3")
+    assert strong["nfe"] == 2 * plain["nfe"] and strong["w2"] > one["w2"]
+    assert main(["eval", str(eight_modes), "--label", "9"]) == 2
+    assert "classes are 0..7" in capsys.readouterr().err
+
+
+def test_cli_eval_of_a_conditional_image_model_reports_class_accuracy(capsys):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "checkpoints" / "images" / "digits_unet_fm_cond.safetensors"
+    args = ["eval", str(path), "--label", "all", "--guidance", "2", "--device", "cpu"]
+    assert main([*args, "--method", "euler", "--steps", "10", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    (row,) = ev["rows"]
+    assert row["nfe"] == 20 and row["accuracy"] >= 0.95
+    assert main([*args[:3], "3", *args[4:]]) == 2
+    assert "pass --label all" in capsys.readouterr().err
