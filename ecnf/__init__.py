@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "couplings": "couple independent_coupling ot_assignment ot_coupling pairing_cost",
     "data": "TOY_DATASETS load_images make_stream sample_toy",
     "ema": "EMA ema_update",
+    "guidance": "Guided guided",
     "likelihood": (
         "LikelihoodResult bits_per_dim dequantize divergence_exact divergence_hutchinson "
         "log_prob standard_normal_log_prob"
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # what static analysers and editors see
     from .couplings import couple, independent_coupling, ot_assignment, ot_coupling, pairing_cost
     from .data import TOY_DATASETS, load_images, make_stream, sample_toy
     from .ema import EMA, ema_update
+    from .guidance import Guided, guided
     from .likelihood import (
         LikelihoodResult,
         bits_per_dim,
@@ -112,6 +114,7 @@ __all__ = [
     "Callback",
     "CheckpointError",
     "FitResult",
+    "Guided",
     "LikelihoodResult",
     "LossConfig",
     "LossOutput",
@@ -141,6 +144,7 @@ __all__ = [
     "ema_update",
     "fit",
     "flow_matching_loss",
+    "guided",
     "independent_coupling",
     "integrate",
     "linear_path",
