@@ -29,10 +29,15 @@ def enlarged(image: np.ndarray, width: int = 480) -> np.ndarray:
 
 
 def points_image(
-    points: np.ndarray, size: int = 320, lim: float | None = None, radius: int = 1
+    points: np.ndarray,
+    size: int = 320,
+    lim: float | None = None,
+    radius: int = 1,
+    colours: np.ndarray | None = None,
 ) -> np.ndarray:
     """2D ``points`` (N, 2) as a ``size`` x ``size`` RGB image of the square ``[-lim, lim]^2``
     (``y`` up), drawn without matplotlib: a live view redraws it every few seconds.
+    ``colours`` (N, 3), uint8, gives each point its own colour (blue otherwise).
 
     Example:
         >>> image = points_image(np.zeros((1, 2)), size=11, lim=1.0, radius=0)
@@ -47,11 +52,16 @@ def points_image(
     scale = (size - 1) / (2 * lim)
     cols = np.rint((np.asarray(points)[:, 0] + lim) * scale).astype(int)
     rows = np.rint((lim - np.asarray(points)[:, 1]) * scale).astype(int)
+    paint = (
+        np.broadcast_to(np.array((31, 119, 180), np.uint8), (len(rows), 3))
+        if colours is None
+        else np.asarray(colours, np.uint8)
+    )
     for dr in range(-radius, radius + 1):
         for dc in range(-radius, radius + 1):
             r, c = rows + dr, cols + dc
             inside = (r >= 0) & (r < size) & (c >= 0) & (c < size)
-            image[r[inside], c[inside]] = (31, 119, 180)
+            image[r[inside], c[inside]] = paint[inside]
     image[[0, -1], :] = image[:, [0, -1]] = 200  # the frame of the square
     return image
 

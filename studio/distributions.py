@@ -146,13 +146,30 @@ def _preview(name: str) -> None:
     from ecnf_display.pictures import points_image
 
     points = sample_toy(name, PREVIEW_POINTS, generator=torch.Generator().manual_seed(0))
+    colours = _class_colours(name)
     c1, c2 = st.columns([1, 2])
-    c1.image(points_image(points.numpy(), size=240, radius=0), width=240)
+    c1.image(points_image(points.numpy(), size=240, radius=0, colours=colours), width=240)
     c2.caption(
         f"{PREVIEW_POINTS} points drawn from `{distribution_label(name)}`: each pixel's "
         "share of the points is its share of the ink, spread uniformly over the pixel. "
         "The picture is cropped to its ink and scaled to span [-3.5, 3.5]." + _classes_line(name)
     )
+
+
+def _class_colours(name: str):
+    """Each preview point in the colour of its class, for a drawing of several colours."""
+    import torch
+
+    from ecnf.data import load_drawing, sample_toy_labelled
+
+    drawing = load_drawing(name)
+    if drawing.labels is None:
+        return None
+    _, labels = sample_toy_labelled(
+        name, PREVIEW_POINTS, generator=torch.Generator().manual_seed(0)
+    )
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in drawing.colours])
+    return palette[labels.numpy()].astype(np.uint8)
 
 
 def _classes_line(name: str) -> str:

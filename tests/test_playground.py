@@ -156,3 +156,14 @@ def test_figures_draw_what_they_are_given():
     assert fig.layout.yaxis.scaleanchor == "x"
     grid = {"xs": np.arange(3.0), "ys": np.arange(3.0), "log_prob": np.zeros((3, 3))}
     assert np.allclose(density_figure(grid, log_scale=False).data[0].z, 1.0)
+
+
+def test_points_image_paints_each_point_in_its_own_colour():
+    from ecnf_display.pictures import points_image
+
+    points = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    colours = np.array([[200, 0, 0], [0, 0, 200]], np.uint8)
+    image = points_image(points, size=21, lim=2.0, radius=0, colours=colours)
+    assert image[10, 5].tolist() == [200, 0, 0] and image[10, 15].tolist() == [0, 0, 200]
+    plain = points_image(points, size=21, lim=2.0, radius=0)
+    assert plain[10, 5].tolist() == plain[10, 15].tolist() == [31, 119, 180]
