@@ -35,7 +35,7 @@ from ecnf.evaluation import compare_to_data
 from ecnf.export import image_grid
 from ecnf.fast import fast_path_applies, is_cached
 from ecnf.fast import sample as fast_sample
-from ecnf.guidance import guided
+from ecnf.guidance import MAX_GUIDANCE, evaluations_at, guided, labels_in_turn
 from ecnf.importers import RELEASES, fetch_release, import_command, release_reachable
 from ecnf.shipped import list_checkpoints as checkpoints
 from ecnf.shipped import list_imported, preferred_image_checkpoint
@@ -68,7 +68,6 @@ MAX_STEPS = 100  # solver steps
 MAX_POINTS = 2000  # 2D samples
 MAX_IMAGES = 64
 MAX_IMAGE_EVALS = 6400  # images x velocity evaluations of one request
-MAX_GUIDANCE = 5.0  # the largest classifier-free guidance scale offered
 MAX_ITERATIONS = 2000
 MAX_SEED = 2**31 - 1
 W2_POINTS = 1000  # exact W2 is cubic in the sample size: measured on at most this many
@@ -219,7 +218,7 @@ def image_labels(path: str, label: str, count: int) -> torch.Tensor | None:
         return None
     label = one_of("class", label or ALL_CLASSES, class_choices(path))
     if label == ALL_CLASSES:
-        return torch.arange(k).repeat(count // k + 1)[:count]
+        return labels_in_turn(range(k), count)
     return torch.full((count,), int(label.split(":")[0]))
 
 
@@ -279,7 +278,7 @@ def sample_images(
         raise refuse(f"the guidance scale must be a number, got {guidance!r}") from None
     if not 0 <= scale <= MAX_GUIDANCE:
         raise refuse(f"the guidance scale must lie in [0, {MAX_GUIDANCE:g}], got {scale:g}")
-    calls = 1 if labels is None or scale in (0.0, 1.0) else 2
+    calls = 1 if labels is None else evaluations_at(scale)
     nfe = steps * nfe_per_step(solver) * calls
     if count * nfe > MAX_IMAGE_EVALS:
         raise refuse(

@@ -13,7 +13,7 @@ import torch
 from ecnf import Callback, TrainConfig, TrainingDiverged, UNetConfig, fit
 from ecnf.export import image_grid, save_image_grid, save_trajectory_gif
 from ecnf.fast import fast_path_applies, is_cached, sample
-from ecnf.guidance import guided
+from ecnf.guidance import guided, labels_in_turn
 from ecnf.shipped import preferred_image_checkpoint
 from ecnf.solvers import methods_for, nfe_per_step, solver_options
 from ecnf_display.budget import default_image_count, is_large
@@ -102,9 +102,7 @@ def image_run(
 
 def grid_labels(classes: tuple[int, ...], n: int) -> torch.Tensor | None:
     """The label of each of the ``n`` images: ``classes`` in turn (None: unconditional)."""
-    if not classes:
-        return None
-    return torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
+    return labels_in_turn(classes, n) if classes else None
 
 
 class Progress(Callback):

@@ -457,7 +457,7 @@ def evaluate_guidance(
         ``{"solver", "steps", "num_samples", "seed", "real_accuracy", "rows"}``; each row has
         ``scale``, ``nfe``, ``accuracy``, ``seconds`` and the feature net's metrics.
     """
-    from .guidance import guided
+    from .guidance import guided, labels_in_turn
     from .metrics import evaluate_images
 
     num_classes = getattr(model.config, "num_classes", 0)
@@ -471,7 +471,7 @@ def evaluate_guidance(
     g = torch.Generator().manual_seed(seed)
     real = to_model_range(test[torch.randperm(len(test), generator=g)[:num_samples]])
     noise = torch.randn((num_samples, *model.config.data_shape), generator=g)
-    labels = torch.arange(num_classes).repeat(num_samples // num_classes + 1)[:num_samples]
+    labels = labels_in_turn(range(num_classes), num_samples)
     real_accuracy = float((net.probs(test).argmax(1) == test_labels).float().mean())
     method, steps = solver
     rows = []

@@ -24,7 +24,37 @@ from torch import Tensor, nn
 
 from .nets.embeddings import prepare_labels
 
-__all__ = ["Guided", "Labelled", "drop_labels", "guided"]
+__all__ = [
+    "MAX_GUIDANCE",
+    "Guided",
+    "Labelled",
+    "drop_labels",
+    "evaluations_at",
+    "guided",
+    "labels_in_turn",
+]
+
+#: The largest guidance scale the studio and the demo offer.
+MAX_GUIDANCE = 5.0
+
+
+def evaluations_at(scale: float) -> int:
+    """Network evaluations per velocity of a guided flow at ``scale``: one at 0 (the
+    unconditional velocity) and at 1 (the conditional one), both otherwise."""
+    return 1 if scale in (0.0, 1.0) else 2
+
+
+def labels_in_turn(classes, n: int) -> Tensor:
+    """``n`` labels taking ``classes`` (a sequence of ints) in turn: ``0, 1, 2, 0, 1, ...``.
+
+    Example:
+        >>> labels_in_turn((3, 5), 5).tolist()
+        [3, 5, 3, 5, 3]
+    """
+    classes = torch.as_tensor(list(classes), dtype=torch.long)
+    if classes.numel() == 0:
+        raise ValueError("choose at least one class")
+    return classes.repeat(n // classes.numel() + 1)[:n]
 
 
 class Guided(nn.Module):
@@ -65,7 +95,7 @@ class Guided(nn.Module):
         self.model, self.labels, self.scale = model, labels, scale
         self.config = model.config
         #: network evaluations per call: both velocities, unless one of them suffices
-        self.nfe_per_call = 1 if scale in (0.0, 1.0) else 2
+        self.nfe_per_call = evaluations_at(scale)
 
     def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
         num_classes = self.config.num_classes

@@ -168,8 +168,7 @@ def _class_colours(name: str):
     _, labels = sample_toy_labelled(
         name, PREVIEW_POINTS, generator=torch.Generator().manual_seed(0)
     )
-    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in drawing.colours])
-    return palette[labels.numpy()].astype(np.uint8)
+    return drawing.palette[labels.numpy()]
 
 
 def _classes_line(name: str) -> str:

@@ -220,6 +220,7 @@ def class_controls(meta: dict, key: str, drawn_as: str) -> tuple[tuple[int, ...]
     ``drawn_as`` says how the samples share the chosen classes (in turn, or in the data's
     proportions); the widgets' keys are ``<key>_classes`` and ``<key>_guidance``."""
     from ecnf.data import dataset_classes
+    from ecnf.guidance import MAX_GUIDANCE
 
     num_classes = meta["model_config"].get("num_classes", 0)
     if not num_classes:
@@ -238,7 +239,7 @@ def class_controls(meta: dict, key: str, drawn_as: str) -> tuple[tuple[int, ...]
     scale = right.slider(
         "Guidance scale w",
         0.0,
-        5.0,
+        MAX_GUIDANCE,
         1.0,
         0.5,
         key=f"{key}_guidance",

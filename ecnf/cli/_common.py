@@ -95,3 +95,22 @@ def load_checkpoint(args, use_ema: bool = True):
     device = resolve_device(args.device)
     model = load(args.checkpoint, device=device, use_ema=use_ema)
     return model, checkpoint_info(args.checkpoint), device
+
+
+def parse_classes(text: str | None, num_classes: int) -> tuple[int, ...] | None:
+    """The classes ``--label`` names (``3``, ``3,5`` or ``all``); None without ``--label``."""
+    if text is None:
+        return None
+    if not num_classes:
+        raise ValueError("--label needs a class-conditional model; this one is unconditional")
+    if text.strip() == "all":
+        return tuple(range(num_classes))
+    try:
+        classes = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"--label must be a class number, a list like 3,5 or 'all', got {text!r}"
+        ) from None
+    if not classes or not all(0 <= k < num_classes for k in classes):
+        raise ValueError(f"--label {text}: this model's classes are 0..{num_classes - 1}")
+    return classes

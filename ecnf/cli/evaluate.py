@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._common import add_solver_args, check_count, load_checkpoint, solver_kwargs
+from ._common import add_solver_args, check_count, load_checkpoint, parse_classes, solver_kwargs
 
 __all__ = ["add_eval_parser", "add_likelihood_parser", "run_eval", "run_likelihood"]
 
@@ -184,29 +184,16 @@ def run_eval(args) -> int:
 
 
 def _classes(args, model) -> tuple[int, ...] | None:
-    """The classes ``--label`` asks for (None: unconditional, the null label)."""
-    num_classes = getattr(model.config, "num_classes", 0)
-    if args.label is None:
-        if args.guidance != 1.0:
-            raise ValueError("--guidance applies with --label (the classes to guide towards)")
-        return None
-    if not num_classes:
-        raise ValueError("--label needs a class-conditional model; this one is unconditional")
-    if args.label.strip() == "all":
-        return tuple(range(num_classes))
-    try:
-        classes = tuple(sorted({int(v) for v in args.label.split(",") if v.strip()}))
-    except ValueError:
-        raise ValueError(
-            f"--label must be a class number, a list like 3,5 or 'all', got {args.label!r}"
-        ) from None
-    if not classes or not all(0 <= k < num_classes for k in classes):
-        raise ValueError(f"--label {args.label}: this model's classes are 0..{num_classes - 1}")
-    return classes
+    """The classes ``--label`` asks for, sorted (None: unconditional, the null label)."""
+    classes = parse_classes(args.label, getattr(model.config, "num_classes", 0))
+    if classes is None and args.guidance != 1.0:
+        raise ValueError("--guidance applies with --label (the classes to guide towards)")
+    return None if classes is None else tuple(sorted(set(classes)))
 
 
 def _eval_guided_images(args, model, info: dict, classes: tuple[int, ...]) -> int:
     from ..evaluation import evaluate_guidance, image_feature_net
+    from ..metrics import metric_names
     from ..solvers import is_fixed_step
 
     if len(classes) != model.config.num_classes:
@@ -241,15 +228,9 @@ def _eval_guided_images(args, model, info: dict, classes: tuple[int, ...]) -> in
         f"  accuracy on the intended class {row['accuracy']:.4f}   real test images "
         f"{ev['real_accuracy']:.4f}"
     )
-    for key in [*net_metric_names(net), "sample_entropy"]:
+    for key in [*metric_names(net).values(), "sample_entropy"]:
         print(f"  {key:<16} {row[key]:10.4f}")
     return 0
-
-
-def net_metric_names(net) -> list[str]:
-    from ..metrics import metric_names
-
-    return list(metric_names(net).values())
 
 
 def _eval_images(args, info: dict, device) -> int:

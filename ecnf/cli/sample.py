@@ -13,6 +13,7 @@ from ._common import (
     add_solver_args,
     check_count,
     load_checkpoint,
+    parse_classes,
     sampler_label,
     solver_kwargs,
 )
@@ -59,24 +60,12 @@ def source_noise(info: dict, shape: tuple[int, ...], num: int, seed: int) -> tor
 
 
 def sample_labels(text: str | None, num_classes: int, num: int) -> torch.Tensor | None:
-    """The ``(num,)`` labels that ``--label`` asks for (None: unconditional)."""
-    if text is None:
-        return None
-    if not num_classes:
-        raise ValueError("--label needs a class-conditional model; this one is unconditional")
-    if text.strip() == "all":
-        classes = list(range(num_classes))
-    else:
-        try:
-            classes = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(
-                f"--label must be a class number, a list like 3,5 or 'all', got {text!r}"
-            ) from None
-        bad = [k for k in classes if not 0 <= k < num_classes]
-        if not classes or bad:
-            raise ValueError(f"--label {text}: this model's classes are 0..{num_classes - 1}")
-    return torch.tensor(classes).repeat(num // len(classes) + 1)[:num]
+    """The ``(num,)`` labels that ``--label`` asks for, its classes in turn (None:
+    unconditional)."""
+    from ..guidance import labels_in_turn
+
+    classes = parse_classes(text, num_classes)
+    return None if classes is None else labels_in_turn(classes, num)
 
 
 def run(args) -> int:

@@ -186,6 +186,11 @@ class Drawing:
             raise ValueError("colours come with labels, one per pixel")
 
     @property
+    def palette(self) -> np.ndarray:
+        """The classes' colours as RGB, uint8 of shape ``(K, 3)`` (``K = 0``: no classes)."""
+        return np.array([_rgb(c) for c in self.colours], dtype=np.uint8).reshape(-1, 3)
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """The drawing's classes (``"colour #rrggbb"``); empty for a drawing of one colour."""
         return tuple(f"colour {c}" for c in self.colours)
@@ -281,7 +286,7 @@ class Drawing:
             grey = np.round(255 * (1 - ink)).astype(np.uint8)
             Image.fromarray(grey, mode="L").save(buffer, format="PNG")
             return buffer.getvalue()
-        palette = np.array([_rgb(c) for c in self.colours] + [(255, 255, 255)], dtype=np.uint8)
+        palette = np.vstack([self.palette, [255, 255, 255]]).astype(np.uint8)
         rgba = np.empty((*ink.shape, 4), dtype=np.uint8)
         rgba[..., :3] = palette[self.labels]  # label -1 takes the last row: white
         rgba[..., 3] = np.round(255 * ink).astype(np.uint8)
