@@ -429,7 +429,8 @@ def compute_loss(
                 "the reflow loss trains on a teacher's pairs and takes no labels; "
                 "class-conditional reflow is not supported"
             )
-        num_classes = getattr(getattr(velocity, "config", None), "num_classes", 0)
+        network = getattr(velocity, "module", velocity)  # under DistributedDataParallel
+        num_classes = getattr(getattr(network, "config", None), "num_classes", 0)
         if not num_classes:
             raise ValueError("labels were given, but the network is unconditional")
         if not paired and config.uses_ot:

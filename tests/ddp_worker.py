@@ -1,7 +1,7 @@
 """Run by test_train.py under torchrun: trains 6 steps with DDP and dumps each rank's weights.
 
 Arguments: the output folder and the loss (``fm`` by default; ``otcfm`` solves each rank's
-couplings ahead in background threads).
+couplings ahead in background threads; a ``-conditional`` suffix conditions on the moons).
 """
 
 import os
@@ -17,10 +17,11 @@ from ecnf.train import fit
 
 
 def main(out: Path, loss: str) -> None:
+    num_classes = 2 if loss.endswith("-conditional") else 0
     cfg = TrainConfig(
         data="moons",
-        loss=LossConfig(loss),
-        model=MLPConfig(data_shape=(2,), width=16, depth=2),
+        loss=LossConfig(loss.removesuffix("-conditional")),
+        model=MLPConfig(data_shape=(2,), width=16, depth=2, num_classes=num_classes),
         iterations=6,
         batch_size=32,
         log_every=2,

@@ -322,7 +322,7 @@ def test_config_round_trip_through_json():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["fm", "otcfm"])
+@pytest.mark.parametrize("loss", ["fm", "otcfm", "otcfm-conditional"])
 def test_ddp_two_cpu_processes(tmp_path, loss):
     out = tmp_path / "ddp"
     worker = Path(__file__).with_name("ddp_worker.py")
