@@ -146,7 +146,9 @@ def _without_icon(text: str) -> str:
 def studio_load(browser, visitors: int, samplers: int, window_s: float) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    out: dict = {"visitors": visitors, "samplers": samplers, "window_s": window_s}
+    places = config_from_env().max_active
+    out: dict = {"visitors": visitors, "samplers": samplers, "window_s": window_s,
+                 "places": places}  # fmt: skip
     with _studio(port) as server:
         contexts = [browser.new_context(viewport={"width": 1400, "height": 900})
                     for _ in range(visitors + samplers)]  # fmt: skip
@@ -169,7 +171,7 @@ def studio_load(browser, visitors: int, samplers: int, window_s: float) -> dict:
                 _start_training(p, url, 200_000)
             for p in trainers:  # one click each, within a second or two
                 p.get_by_role("button", name="Start", exact=True).click()
-            _wait_training(trainers, min(visitors, config_from_env().max_active))
+            _wait_training(trainers, min(visitors, places))
             time.sleep(2)
             # the others browse the playground meanwhile
             opened = []
@@ -192,15 +194,21 @@ def studio_load(browser, visitors: int, samplers: int, window_s: float) -> dict:
     return out
 
 
-def cli_throughput(iterations: int) -> float:
-    """Samples per second of ``python -m ecnf train`` on the page's default configuration."""
+def cli_throughput(iterations: int, threads: int | None = None) -> float:
+    """Samples per second of ``python -m ecnf train`` on the page's default configuration,
+    with torch's default threads or ``threads`` of them."""
+    env = dict(os.environ)
+    if threads is None:
+        env.pop("OMP_NUM_THREADS", None)
+    else:
+        env["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable, "-m", "ecnf", "train", "--data", "moons", "--loss", "fm",
             "--iterations", str(iterations), "--batch-size", str(BATCH), "--lr", "2e-3",
             "--lr-schedule", "cosine", "--log-every", "25", "--quiet", "--out", tmp,
         ]  # fmt: skip
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
         lines = (Path(tmp) / LOG_NAME).read_text().splitlines()
         records = [json.loads(line) for line in lines]
     return statistics.median(r["samples_per_s"] for r in records[len(records) // 2 :])
@@ -262,8 +270,17 @@ def run(quick: bool = False) -> dict:
 
     visitors, samplers, window = (3, 1, 5.0) if quick else (3, 2, 15.0)
     callers = 6 if quick else 24
-    result = {"cli_samples_per_s": cli_throughput(300 if quick else 1500)}
-    print(f"  CLI: {result['cli_samples_per_s']:.0f} samples/s", flush=True)
+    iterations = 300 if quick else 1500
+    config = config_from_env()
+    share = max(1, config.cores - config.reserve)  # a lone studio run's torch threads
+    result = {
+        "cli_samples_per_s": cli_throughput(iterations),
+        "cli_share_threads": share,
+        "cli_share_samples_per_s": cli_throughput(iterations, share),
+    }
+    shared = result["cli_share_samples_per_s"]
+    cli = result["cli_samples_per_s"]
+    print(f"  CLI: {cli:.0f} samples/s, {shared:.0f} with {share} thread(s)", flush=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path())
         try:
@@ -292,9 +309,24 @@ def markdown(result: dict) -> str:
         "",
         "| what | samples/s | ratio |",
         "|---|---|---|",
-        f"| `python -m ecnf train` | {cli:.0f} | |",
-        f"| one visitor alone | {alone:.0f} | {alone / cli:.2f} of the CLI |",
-        f"| {s['visitors']} visitors pressing Start together: {len(together)} training "
+        f"| `python -m ecnf train` (torch's default threads) | {cli:.0f} | |",
+        *(
+            [
+                f"| `python -m ecnf train` with {result['cli_share_threads']} thread(s), a lone "
+                f"studio run's share | {result['cli_share_samples_per_s']:.0f} | |"
+            ]
+            if "cli_share_samples_per_s" in result
+            else []
+        ),
+        f"| one visitor alone | {alone:.0f} | {alone / cli:.2f} of the CLI"
+        + (
+            f", {alone / result['cli_share_samples_per_s']:.2f} of the CLI with the same threads"
+            if "cli_share_samples_per_s" in result
+            else ""
+        )
+        + " |",
+        f"| {s['visitors']} visitors pressing Start together, "
+        f"{s.get('places', '?')} training place(s): {len(together)} training "
         f"({', '.join(f'{r:.0f}' for r in together)}) | {total:.0f} | {total / alone:.2f} of one "
         "visitor alone |",
         "",

@@ -6,7 +6,8 @@ step of many small torch calls then waits for the lock at each call (a step of t
 default became forty times slower beside one busy Python thread). Separate processes also
 free all of a run's memory when it ends.
 
-At most ``max_active`` runs are admitted at a time, and the machine's cores but ``reserve``
+At most ``max_active`` runs are admitted at a time (by default one per core the pages do not
+keep: one on two cores, see :func:`default_places`), and the machine's cores but ``reserve``
 (left to the server's pages) are divided evenly among them: each admitted run's torch
 threads are set to ``(cores - reserve) // n`` (at least one) and change as runs come and
 go, so ``n`` visitors each get their share. Later runs wait in a queue of at most
@@ -32,6 +33,7 @@ __all__ = [
     "ServerBusy",
     "Ticket",
     "config_from_env",
+    "default_places",
 ]
 
 
@@ -40,7 +42,11 @@ class SchedulerConfig:
     """The server's limits (environment: ``ECNF_STUDIO_MAX_RUNS``, ``ECNF_STUDIO_MAX_QUEUED``,
     ``ECNF_STUDIO_MAX_RUN_S``; ``cores`` is the number this process may use)."""
 
-    max_active: int = 2
+    #: ``None``: one place per core left after ``reserve`` (at most :data:`MAX_PLACES`), so
+    #: that each admitted run has a core of its own. Runs beyond the cores only share them:
+    #: on two cores, two default 2D runs side by side trained at 0.59x the samples per
+    #: second of one alone (``benchmarks/load.py``), so there they wait in the queue.
+    max_active: int | None = None
     max_queued: int = 6
     max_run_s: float | None = 600.0  # None: no limit
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
@@ -51,6 +57,8 @@ class SchedulerConfig:
     reserve: int = 1
 
     def __post_init__(self) -> None:
+        if self.max_active is None and self.cores >= 1:
+            object.__setattr__(self, "max_active", default_places(self.cores, self.reserve))
         if self.max_active < 1 or self.max_queued < 0 or self.cores < 1 or self.reserve < 0:
             raise ValueError(
                 f"max_active and cores must be >= 1 and max_queued >= 0, got "
@@ -58,6 +66,22 @@ class SchedulerConfig:
             )
         if self.max_run_s is not None and not self.max_run_s > 0:
             raise ValueError(f"max_run_s must be > 0 or None, got {self.max_run_s}")
+
+
+#: The most places :func:`default_places` gives, however many cores there are: beyond a few
+#: runs, visitors are served sooner one after another than all at once.
+MAX_PLACES = 4
+
+
+def default_places(cores: int, reserve: int = 1) -> int:
+    """Training places for ``cores`` cores of which ``reserve`` are kept for the pages: one
+    per remaining core, at least one and at most :data:`MAX_PLACES`.
+
+    Example:
+        >>> [default_places(n) for n in (1, 2, 3, 8, 64)]
+        [1, 1, 2, 4, 4]
+    """
+    return max(1, min(MAX_PLACES, cores - reserve))
 
 
 def config_from_env(environ: dict[str, str] | None = None) -> SchedulerConfig:

@@ -8,7 +8,14 @@ import pytest
 
 from ecnf import MLPConfig, TrainConfig
 from ecnf.background import context, memory_mb, train_in_process
-from studio.scheduler import Scheduler, SchedulerConfig, ServerBusy, Ticket, config_from_env
+from studio.scheduler import (
+    Scheduler,
+    SchedulerConfig,
+    ServerBusy,
+    Ticket,
+    config_from_env,
+    default_places,
+)
 
 
 def test_places_then_queue_then_busy_and_the_queue_moves_up():
@@ -73,14 +80,30 @@ def test_a_long_run_gives_its_place_up_only_when_someone_waits():
 
 def test_limits_from_the_environment():
     default = config_from_env({})
-    assert (default.max_active, default.max_queued, default.max_run_s) == (2, 6, 600.0)
-    assert default.cores >= 1
+    assert (default.max_queued, default.max_run_s) == (6, 600.0)
+    assert default.cores >= 1 and default.max_active == default_places(default.cores)
     c = config_from_env({"ECNF_STUDIO_MAX_RUNS": "3", "ECNF_STUDIO_MAX_RUN_S": "0"})
     assert c.max_active == 3 and c.max_run_s is None
     with pytest.raises(ValueError, match="ECNF_STUDIO_MAX_QUEUED='many'"):
         config_from_env({"ECNF_STUDIO_MAX_QUEUED": "many"})
     with pytest.raises(ValueError, match="max_active and cores must be >= 1"):
         config_from_env({"ECNF_STUDIO_MAX_RUNS": "0"})
+
+
+def test_by_default_each_admitted_run_has_a_core_of_its_own():
+    for cores in (1, 2, 3, 5, 64):
+        config = SchedulerConfig(cores=cores)
+        s = Scheduler(config)
+        tickets = [Ticket(str(i)) for i in range(config.max_active + 1)]
+        for t in tickets:
+            s.enter(t)
+        admitted = [t for t in tickets if t.state == "active"]
+        assert len(admitted) == config.max_active >= 1 and tickets[-1].state == "queued"
+        # every admitted run's threads fit in the cores the pages leave, one core at least
+        assert sum(t.threads for t in admitted) <= max(1, cores - config.reserve)
+    assert SchedulerConfig(cores=2).max_active == 1  # two cores: one trains, the rest queue
+    assert SchedulerConfig(cores=64).max_active == 4  # MAX_PLACES
+    assert SchedulerConfig(cores=2, max_active=3).max_active == 3  # asked for explicitly
 
 
 def tiny(tmp_path, iterations=60, **kw) -> TrainConfig:
